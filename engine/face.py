@@ -1,0 +1,211 @@
+"""Template -> face track: landmarks for every frame, analysed once and cached by content hash."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+import cv2
+import numpy as np
+from scipy.ndimage import gaussian_filter1d
+
+from . import landmarks as lm
+from .errors import NoFaceError
+from .media import VideoInfo, probe_video, read_frames, read_image
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+# Mediapipe crops the face from the full frame; a smaller copy only speeds up colour conversion
+# and detection.
+DETECT_MAX_SIDE = 1280
+# Openings (inner gap / mouth width) binned for the library of real mouth interiors.
+LIBRARY_BINS = np.array([0.05, 0.09, 0.13, 0.18, 0.24, 0.31, 0.40, 0.52, 2.0])
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class MouthSample:
+    """A real open mouth from the template: its crop and inner-lip polygon in crop coordinates."""
+
+    image: np.ndarray
+    inner: np.ndarray
+    aperture: float
+
+
+@dataclass
+class TemplateTrack:
+    path: str
+    sha256: str
+    info: VideoInfo
+    frame_count: int
+    points: np.ndarray  # (frames, 468, 2) float32, NaN where no face
+    faces_max: int
+    library: list[MouthSample] = field(default_factory=list)
+    from_cache: bool = False
+
+    @property
+    def has_face(self) -> np.ndarray:
+        return ~np.isnan(self.points[:, 0, 0])
+
+    def apertures(self) -> np.ndarray:
+        return lm.aperture(self.points)
+
+    def opening_range(self) -> tuple[float, float]:
+        """(closed, widest) apertures this person shows; a closed-mouth template gets a typical
+        speaking range so that the mouth can still open."""
+        values = self.apertures()[self.has_face]
+        closed = float(np.percentile(values, 5))
+        widest = float(np.percentile(values, 95))
+        return closed, max(widest, closed + 0.32)
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def default_cache_dir() -> str:
+    return os.environ.get("HEYGEM_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "heygem", "templates")
+
+
+class FaceTracker:
+    """MediaPipe face mesh, largest face per frame, in pixel coordinates."""
+
+    def __init__(self, still: bool):
+        import mediapipe as mp  # imported here: it takes a second and spams the log
+
+        self.mesh = mp.solutions.face_mesh.FaceMesh(
+            static_image_mode=still, max_num_faces=4, refine_landmarks=False,
+            min_detection_confidence=0.5, min_tracking_confidence=0.5)
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray | None, int]:
+        height, width = image.shape[:2]
+        factor = min(1.0, DETECT_MAX_SIDE / max(height, width))
+        small = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA) if factor < 1 else image
+        result = self.mesh.process(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
+        faces = result.multi_face_landmarks or []
+        if not faces:
+            return None, 0
+        meshes = [np.array([(p.x * width, p.y * height) for p in face.landmark[:468]], np.float32) for face in faces]
+        areas = [np.ptp(m[:, 0]) * np.ptp(m[:, 1]) for m in meshes]
+        return meshes[int(np.argmax(areas))], len(meshes)
+
+    def close(self) -> None:
+        self.mesh.close()
+
+
+def _smooth(points: np.ndarray, sigma: float = 1.0) -> np.ndarray:
+    """Zero-phase temporal smoothing over the frames that have a face (landmark jitter would make
+    the re-rendered mouth shimmer)."""
+    valid = ~np.isnan(points[:, 0, 0])
+    if valid.sum() < 3:
+        return points
+    filled = np.where(valid[:, None, None], points, 0.0)
+    weight = gaussian_filter1d(valid.astype(np.float32), sigma, mode="nearest")
+    smooth = gaussian_filter1d(filled, sigma, axis=0, mode="nearest") / np.maximum(weight, 1e-6)[:, None, None]
+    return np.where(valid[:, None, None], smooth, np.nan).astype(np.float32)
+
+
+def _mouth_sample(image: np.ndarray, points: np.ndarray) -> MouthSample:
+    outer = points[lm.OUTER_UPPER + lm.OUTER_LOWER]
+    margin = 0.15 * float(lm.mouth_width(points))
+    x0, y0 = np.floor(outer.min(axis=0) - margin).astype(int)
+    x1, y1 = np.ceil(outer.max(axis=0) + margin).astype(int)
+    x0, y0 = max(x0, 0), max(y0, 0)
+    crop = image[y0:y1, x0:x1].copy()
+    return MouthSample(crop, points[lm.INNER_RING] - np.array([x0, y0], np.float32), float(lm.aperture(points)))
+
+
+def _sharpness(image: np.ndarray) -> float:
+    return float(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.CV_32F).var())
+
+
+def _track_frames(path: str, info: VideoInfo, on_progress: ProgressCallback | None):
+    """Landmarks of every frame, plus the sharpest real mouth per opening bin."""
+    tracker = FaceTracker(still=info.is_image)
+    points, faces_max = [], 0
+    best: dict[int, tuple[float, MouthSample]] = {}
+    total = max(1, int(round(info.duration * info.fps)))
+    try:
+        frames = [(0, read_image(path))] if info.is_image else read_frames(path, info.fps)
+        for index, image in frames:
+            found, count = tracker(image)
+            faces_max = max(faces_max, count)
+            points.append(found if found is not None else np.full((468, 2), np.nan, np.float32))
+            if found is not None:
+                opening = float(lm.aperture(found))
+                slot = int(np.searchsorted(LIBRARY_BINS, opening)) - 1
+                if slot >= 0:
+                    sample = _mouth_sample(image, found)
+                    score = _sharpness(sample.image)
+                    if slot not in best or score > best[slot][0]:
+                        best[slot] = (score, sample)
+            if on_progress and index % 10 == 0:
+                on_progress(index + 1, max(total, index + 1))
+    finally:
+        tracker.close()
+    library = [best[k][1] for k in sorted(best)]
+    return np.stack(points), faces_max, library
+
+
+def _cache_path(cache_dir: str, sha: str) -> str:
+    return os.path.join(cache_dir, f"{sha}-v{CACHE_VERSION}.npz")
+
+
+def _save(track: TemplateTrack, path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    crops = [cv2.imencode(".png", s.image)[1] for s in track.library]
+    meta = {"info": track.info.__dict__, "frame_count": track.frame_count, "faces_max": track.faces_max,
+            "apertures": [s.aperture for s in track.library]}
+    buffer = io.BytesIO()
+    np.savez(buffer, points=track.points, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
+             crop_sizes=np.array([len(c) for c in crops], np.int64),
+             crops=np.concatenate(crops) if crops else np.zeros(0, np.uint8),
+             inners=np.stack([s.inner for s in track.library]) if crops else np.zeros((0, len(lm.INNER_RING), 2)))
+    tmp = path + f".{os.getpid()}.tmp"
+    with open(tmp, "wb") as handle:
+        handle.write(buffer.getvalue())
+    os.replace(tmp, path)
+
+
+def _load(path: str, template_path: str, sha: str) -> TemplateTrack:
+    with np.load(path) as data:
+        meta = json.loads(bytes(data["meta"]).decode())
+        offsets = np.concatenate([[0], np.cumsum(data["crop_sizes"])])
+        crops = data["crops"]
+        library = [MouthSample(cv2.imdecode(crops[offsets[i]:offsets[i + 1]], cv2.IMREAD_COLOR), data["inners"][i], a)
+                   for i, a in enumerate(meta["apertures"])]
+        return TemplateTrack(template_path, sha, VideoInfo(**meta["info"]), meta["frame_count"], data["points"],
+                             meta["faces_max"], library, from_cache=True)
+
+
+def prepare_template(path: str, cache_dir: str | None = None,
+                     on_progress: ProgressCallback | None = None) -> TemplateTrack:
+    """Analyse a template once (face landmarks per frame); later calls with the same file content
+    load the cached result."""
+    cache_dir = cache_dir or default_cache_dir()
+    sha = file_sha256(path)
+    cached = _cache_path(cache_dir, sha)
+    if os.path.exists(cached):
+        try:
+            return _load(cached, path, sha)
+        except (OSError, ValueError, KeyError) as exc:
+            log.warning("ignoring unreadable template cache %s: %s", cached, exc)
+    info = probe_video(path)
+    points, faces_max, library = _track_frames(path, info, on_progress)
+    name = os.path.basename(path)
+    if np.isnan(points[:, 0, 0]).all():
+        raise NoFaceError(f"{name}: no face found in any frame; use a template where one face looks at the camera")
+    if faces_max > 1:
+        log.info("%s: up to %d faces in a frame; animating the largest", name, faces_max)
+    track = TemplateTrack(path, sha, info, len(points), _smooth(points), faces_max, library)
+    _save(track, cached)
+    return track

@@ -1,0 +1,83 @@
+"""A still portrait as a template: a video of any length with subtle idle life (a slow head sway
+and natural blinks), so that the presenter does not look frozen."""
+from __future__ import annotations
+
+from typing import Iterator
+
+import cv2
+import numpy as np
+
+from . import landmarks as lm
+from .warp import triangulate, warp_region
+
+BLINK_SECONDS = 0.22
+EYES = [
+    (lm.RIGHT_EYE_UPPER, lm.RIGHT_EYE_LOWER, (33, 133)),
+    (lm.LEFT_EYE_UPPER, lm.LEFT_EYE_LOWER, (263, 362)),
+]
+
+
+def _sway(t: float, size: tuple[int, int], pivot: np.ndarray) -> np.ndarray:
+    """2x3 similarity: a rotation of under a degree about the neck plus a drift of a few pixels,
+    from incommensurate sines so that it never visibly repeats."""
+    width, height = size
+    angle = 0.7 * np.sin(2 * np.pi * t / 5.3) + 0.35 * np.sin(2 * np.pi * t / 3.1 + 1.0)
+    matrix = cv2.getRotationMatrix2D((float(pivot[0]), float(pivot[1])), angle, 1.0)
+    matrix[0, 2] += 0.004 * width * np.sin(2 * np.pi * t / 6.7)
+    matrix[1, 2] += 0.003 * height * np.sin(2 * np.pi * t / 4.3 + 0.5)
+    return matrix
+
+
+def blink_times(duration: float, seed: int = 7) -> np.ndarray:
+    """Blink onsets every 2.5-5.5 s, as people blink when they speak."""
+    rng = np.random.default_rng(seed)
+    times, t = [], 1.2
+    while t < duration:
+        times.append(t)
+        t += rng.uniform(2.5, 5.5)
+    return np.array(times)
+
+
+def _closure(t: float, onsets: np.ndarray) -> float:
+    since = t - onsets
+    since = since[(since >= 0) & (since < BLINK_SECONDS)]
+    return float(np.sin(np.pi * since[0] / BLINK_SECONDS)) if len(since) else 0.0
+
+
+def _blink(image: np.ndarray, points: np.ndarray, closure: float) -> np.ndarray:
+    """Lower each upper eyelid towards the lower one by `closure` (0 open .. 1 shut)."""
+    out = image
+    for upper, lower, corners in EYES:
+        lid, bottom = points[upper], points[lower]
+        centre = (lid.mean(axis=0) + bottom.mean(axis=0)) / 2
+        eye = np.concatenate([points[list(corners)], lid, bottom])
+        fence = centre + (eye - centre) * 2.2
+        src = np.concatenate([eye, fence, centre[None]])
+        dst = src.copy()
+        dst[2:2 + len(upper)] += 0.92 * closure * (bottom - lid)
+        dst[2 + len(upper):2 + 2 * len(upper)] += 0.08 * closure * (lid - bottom)
+        box_min = np.maximum(np.floor(fence.min(axis=0)).astype(int) - 1, 0)
+        box_max = np.minimum(np.ceil(fence.max(axis=0)).astype(int) + 1, (image.shape[1], image.shape[0]))
+        box = (*box_min, *box_max)
+        warped, covered = warp_region(out, src, dst, triangulate(src), box)
+        out = out.copy() if out is image else out
+        x0, y0, x1, y1 = box
+        out[y0:y1, x0:x1][covered] = warped[covered]
+    return out
+
+
+def idle_frames(image: np.ndarray, points: np.ndarray, fps: float, count: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`count` frames of the portrait with sway and blinks, each with its moved landmarks."""
+    height, width = image.shape[:2]
+    chin = points[152]
+    pivot = chin + (chin - points[lm.NOSE_TIP]) * 0.8  # about the neck
+    onsets = blink_times(count / fps)
+    for k in range(count):
+        t = k / fps
+        matrix = _sway(t, (width, height), pivot)
+        frame = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101)
+        moved = points @ matrix[:, :2].T + matrix[:, 2]
+        closure = _closure(t, onsets)
+        if closure > 0.02:
+            frame = _blink(frame, moved, closure)
+        yield frame, moved.astype(np.float32)

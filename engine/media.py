@@ -1,0 +1,259 @@
+"""Media I/O on PyAV (its wheels carry FFmpeg with libx264 and AAC).
+
+Templates are read as constant-rate frame sequences with exact indices, so a frame index means the
+same picture in the analysis pass, in every render and in the evaluation. Nothing here holds more
+than a bounded chunk of frames.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Iterator
+
+import av
+import cv2
+import numpy as np
+
+from .errors import MediaError
+
+ANALYSIS_RATE = 16000
+# Frames buffered to play a stretch of the template backwards (ping-pong looping).
+REVERSE_CHUNK_BYTES = 192 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    duration: float
+    is_image: bool
+
+
+def _open(path: str) -> av.container.InputContainer:
+    try:
+        return av.open(path)
+    except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
+        raise MediaError(f"{os.path.basename(path)}: not a readable media file ({exc})") from exc
+
+
+def read_image(path: str) -> np.ndarray | None:
+    """The still image at `path` (BGR), or None when it is not a still image."""
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    return image if image is not None and image.size else None
+
+
+def probe_video(path: str) -> VideoInfo:
+    if read_image(path) is not None:
+        image = read_image(path)
+        return VideoInfo(image.shape[1], image.shape[0], 25.0, 0.0, True)
+    with _open(path) as container:
+        if not container.streams.video:
+            raise MediaError(f"{os.path.basename(path)}: has no video stream; a template must be a video or a portrait image")
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.guessed_rate or Fraction(25)
+        fps = float(rate)
+        if not 1.0 <= fps <= 240.0:
+            fps = 25.0
+        if stream.duration is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        else:
+            duration = 0.0
+        width, height = stream.codec_context.width, stream.codec_context.height
+        if not width or not height:
+            raise MediaError(f"{os.path.basename(path)}: video stream has no picture size")
+        return VideoInfo(width, height, fps, duration, False)
+
+
+def _to_bgr(frame: av.VideoFrame) -> np.ndarray:
+    image = frame.to_ndarray(format="bgr24")
+    rotation = getattr(frame, "rotation", 0) or 0
+    # Phone videos carry a display rotation; show the picture upright, as players do.
+    turns = int(round(rotation / 90.0)) % 4
+    return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
+def read_frames(path: str, fps: float, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Frames `start`..`stop`-1 of a video resampled to a constant `fps`.
+
+    Slot k shows the source frame whose timestamp rounds to k (the last one wins; gaps repeat the
+    previous frame), so variable-frame-rate sources come out evenly spaced.
+    """
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        if start > 0:
+            target = max(0.0, start / fps - 1.0) + t0
+            container.seek(int(target / stream.time_base), stream=stream, backward=True)
+        next_slot = start
+        pending: av.VideoFrame | None = None
+        pending_slot = -1
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            slot = int(round((float(frame.pts * stream.time_base) - t0) * fps))
+            if pending is not None and slot > pending_slot:
+                # `pending` fills every slot up to the one this frame takes.
+                end = slot if stop is None else min(slot, stop)
+                if next_slot < end:
+                    image = _to_bgr(pending)
+                    for next_slot in range(next_slot, end):
+                        yield next_slot, image
+                    next_slot = end
+                if stop is not None and next_slot >= stop:
+                    return
+            if slot >= pending_slot:
+                pending, pending_slot = frame, slot
+        if pending is not None:
+            end = max(pending_slot + 1, next_slot) if stop is None else stop
+            if next_slot < end:
+                image = _to_bgr(pending)
+                for index in range(next_slot, end):
+                    yield index, image
+    except av.FFmpegError as exc:
+        raise MediaError(f"{os.path.basename(path)}: the video could not be decoded ({exc})") from exc
+    finally:
+        container.close()
+
+
+def loop_index(k: int, n: int) -> int:
+    """Template frame shown at output frame k: forward, then backward, and so on (no jump cut)."""
+    if n <= 1:
+        return 0
+    period = 2 * n - 2
+    m = k % period
+    return m if m < n else period - m
+
+
+def looped_frames(path: str, fps: float, n: int, count: int, frame_bytes: int) -> Iterator[tuple[int, np.ndarray]]:
+    """`count` frames of an n-frame video played forward-backward, as (template index, frame)."""
+    chunk = max(4, REVERSE_CHUNK_BYTES // max(frame_bytes, 1))
+    k = 0
+    while k < count:
+        first = loop_index(k, n)
+        forward = n == 1 or (k % (2 * n - 2)) < n - 1
+        if forward:
+            stop = min(n, first + (count - k))
+            for index, image in read_frames(path, fps, first, stop):
+                yield index, image
+                k += 1
+            if k < count and stop == first:  # the file had fewer frames than analysed
+                raise MediaError(f"{os.path.basename(path)}: the video ended early")
+        else:
+            # Backward from `first` down to 1, in chunks read forwards then reversed.
+            low = max(1, first - (count - k) + 1)
+            high = first + 1
+            while high > low and k < count:
+                begin = max(low, high - chunk)
+                frames = list(read_frames(path, fps, begin, high))
+                for index, image in reversed(frames):
+                    yield index, image
+                    k += 1
+                    if k >= count:
+                        return
+                high = begin
+
+
+def load_pcm(path: str, rate: int = ANALYSIS_RATE) -> np.ndarray:
+    """The narration as mono float32 samples at `rate`."""
+    container = _open(path)
+    try:
+        if not container.streams.audio:
+            raise MediaError(f"{os.path.basename(path)}: has no audio stream; the narration must be an audio file")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        chunks = []
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1))
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray().reshape(-1))
+    except av.FFmpegError as exc:
+        raise MediaError(f"{os.path.basename(path)}: the audio could not be decoded ({exc})") from exc
+    finally:
+        container.close()
+    return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+
+
+class VideoWriter:
+    """H.264 (yuv420p) + AAC in an MP4 with the index up front, written to `path` atomically.
+
+    The narration is muxed as the frames arrive, so audio and video stay interleaved for
+    progressive playback; the output lasts exactly `duration` seconds of audio.
+    """
+
+    def __init__(self, path: str, width: int, height: int, fps: float, audio_path: str, duration: float,
+                 crf: int = 18, preset: str = "veryfast"):
+        self.path = path
+        self.tmp_path = path + ".part"
+        self.size = (width - width % 2, height - height % 2)  # yuv420p needs even sides
+        self.duration = duration
+        self.out = av.open(self.tmp_path, "w", format="mp4", options={"movflags": "+faststart"})
+        self.video = self.out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        self.video.width, self.video.height = self.size
+        self.video.pix_fmt = "yuv420p"
+        self.video.options = {"crf": str(crf), "preset": preset}
+        self.fps = fps
+        self.frames_written = 0
+        self.audio_in = _open(audio_path)
+        source = self.audio_in.streams.audio[0]
+        layout = "mono" if source.channels == 1 else "stereo"
+        rate = source.rate if source.rate in (16000, 22050, 24000, 32000, 44100, 48000) else 48000
+        self.audio = self.out.add_stream("aac", rate=rate, layout=layout)
+        self.audio.bit_rate = 128000
+        self.resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+        self.audio_frames = self.audio_in.decode(source)
+        self.audio_samples = 0
+        self.audio_total = int(round(duration * rate))
+        self.audio_rate = rate
+
+    def _pump_audio(self, until_seconds: float) -> None:
+        limit = min(self.audio_total, int(until_seconds * self.audio_rate))
+        while self.audio_samples < limit:
+            frame = next(self.audio_frames, None)
+            converted = self.resampler.resample(frame)
+            for out in converted:
+                keep = min(out.samples, self.audio_total - self.audio_samples)
+                if keep <= 0:
+                    break
+                if keep < out.samples:
+                    data = out.to_ndarray()[:, :keep]
+                    out = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format="fltp", layout=out.layout.name)
+                    out.sample_rate = self.audio_rate
+                out.pts = self.audio_samples
+                self.audio_samples += keep
+                self.out.mux(self.audio.encode(out))
+            if frame is None:
+                break
+
+    def write(self, image: np.ndarray) -> None:
+        width, height = self.size
+        if image.shape[1] != width or image.shape[0] != height:
+            image = image[:height, :width]
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="bgr24")
+        frame.pts = self.frames_written
+        self.out.mux(self.video.encode(frame))
+        self.frames_written += 1
+        self._pump_audio(self.frames_written / self.fps + 0.5)
+
+    def close(self) -> None:
+        self._pump_audio(self.duration + 1.0)
+        self.out.mux(self.video.encode(None))
+        self.out.mux(self.audio.encode(None))
+        self.out.close()
+        self.audio_in.close()
+        os.replace(self.tmp_path, self.path)
+
+    def abort(self) -> None:
+        for container in (self.out, self.audio_in):
+            try:
+                container.close()
+            except Exception:  # noqa: BLE001 - already failing; the original error matters
+                pass
+        if os.path.exists(self.tmp_path):
+            os.remove(self.tmp_path)

@@ -1,0 +1,107 @@
+"""The engine's entry points: one narration, one or many templates, lip-synced MP4s out."""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .audio import AudioTrack, analyse_audio
+from .errors import EngineError
+from .face import TemplateTrack, prepare_template
+from .idle import idle_frames
+from .media import VideoWriter, loop_index, looped_frames, read_image
+from .renderer import MouthRenderer
+
+ProgressCallback = Callable[[int, int], None]
+
+
+@dataclass
+class RenderResult:
+    template: str
+    output: str
+    frames: int
+    fps: float
+    width: int
+    height: int
+    duration: float
+    faces_max: int
+    template_cached: bool
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def template_frames(track: TemplateTrack, count: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """`count` template frames with their landmarks (NaN where no face): a video is played
+    forward-backward as long as needed, a portrait gets idle motion."""
+    info = track.info
+    if info.is_image:
+        yield from idle_frames(read_image(track.path), track.points[0], info.fps, count)
+        return
+    frame_bytes = info.width * info.height * 3
+    for index, image in looped_frames(track.path, info.fps, track.frame_count, count, frame_bytes):
+        yield image, track.points[index]
+
+
+def template_index(track: TemplateTrack, k: int) -> int:
+    """The template frame under output frame k (for evaluation against the template)."""
+    return 0 if track.info.is_image else loop_index(k, track.frame_count)
+
+
+def render(audio: AudioTrack | str, template: TemplateTrack | str, output: str,
+           on_progress: ProgressCallback | None = None, cache_dir: str | None = None) -> RenderResult:
+    """Render one (narration, template) pair to `output` (an MP4 written atomically).
+
+    `on_progress(frames_done, frames_total)` is called as frames are encoded; raising from it
+    stops the render and leaves no partial file.
+    """
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    if isinstance(audio, str):
+        audio = analyse_audio(audio)
+        timings["audio"] = time.perf_counter() - started
+    if isinstance(template, str):
+        mark = time.perf_counter()
+        template = prepare_template(template, cache_dir=cache_dir)
+        timings["face"] = time.perf_counter() - mark
+    mark = time.perf_counter()
+    info = template.info
+    mouth = audio.at_fps(info.fps)
+    total = len(mouth)
+    renderer = MouthRenderer(template)
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    writer = VideoWriter(output, info.width, info.height, info.fps, audio.path, audio.duration)
+    try:
+        for k, (image, points) in enumerate(template_frames(template, total)):
+            if not np.isnan(points[0, 0]):
+                image = renderer.render(image, points, renderer.target(float(mouth.openness[k]), float(mouth.spread[k])))
+            writer.write(image)
+            if on_progress and (k % 5 == 4 or k == total - 1):
+                on_progress(k + 1, total)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    timings["render"] = time.perf_counter() - mark
+    timings["total"] = time.perf_counter() - started
+    return RenderResult(template.path, output, total, info.fps, writer.size[0], writer.size[1], audio.duration,
+                        template.faces_max, template.from_cache, timings)
+
+
+def render_batch(audio: str, templates: list[str], out_dir: str,
+                 on_progress: Callable[[int, int, int], None] | None = None,
+                 cache_dir: str | None = None) -> list[RenderResult | EngineError]:
+    """One narration onto many templates; the narration is analysed once. A template that fails
+    (no face, unreadable) yields its error in place and the others still render.
+    `on_progress(template_index, frames_done, frames_total)`."""
+    track = analyse_audio(audio)
+    results: list[RenderResult | EngineError] = []
+    for i, template in enumerate(templates):
+        output = os.path.join(out_dir, f"output_{i + 1:03d}.mp4")
+        report = (lambda done, total, i=i: on_progress(i, done, total)) if on_progress else None
+        try:
+            results.append(render(track, template, output, on_progress=report, cache_dir=cache_dir))
+        except EngineError as exc:
+            results.append(exc)
+    return results

@@ -1,0 +1,239 @@
+"""Mouth rendering: re-pose the template's own lower face to the narration's mouth shape.
+
+Each frame keeps its own pixels. A triangle mesh over the lower face (MediaPipe's points below
+the nose, fenced by fixed points beyond the jaw) is moved so that the lips part or close and the
+chin follows the jaw, and the frame is resampled through it once. Nothing outside the fence moves,
+so the seam is invisible and everything above the nose is untouched. Only the mouth's inside can
+be new: the frame's own when it is open enough, else the speaker's real open mouth from elsewhere
+in the template (Video Rewrite's idea, applied to the part a warp cannot create), else, for a
+template whose mouth never opens, a synthesised cavity with teeth shaded to the face.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from . import landmarks as lm
+from .face import TemplateTrack
+from .warp import affine_maps, polygon_mask, remap, triangulate, warp_region
+
+# Share of a gap change taken by the lower lip and jaw; the upper lip takes the rest.
+LOWER_SHARE = 0.78
+FENCE_SCALE = 1.28  # jaw outline scaled about the mouth centre: where the mesh is pinned
+UPPER_FADE = 0.28   # face units above the mouth over which upper-lip motion fades out
+SPREAD_GAIN = 0.06  # mouth width change at full spread (+) or rounding (-)
+JAW_NARROWING = 0.06  # corners draw in as the jaw drops
+INNER_PAIRS = list(zip(lm.INNER_UPPER[1:-1], lm.INNER_LOWER[1:-1]))
+CORNERS = [lm.MOUTH_RIGHT, lm.MOUTH_LEFT, 78, 308]
+
+
+def _lip_points(face: np.ndarray, outer: list[int], inner: list[int]) -> np.ndarray:
+    """Mesh points on one lip: its contours and the rows between them."""
+    polygon = face[outer + inner[::-1]].astype(np.float32)
+    on_lip = [i for i in range(468) if cv2.pointPolygonTest(polygon, tuple(map(float, face[i])), True) > -1e-3]
+    return np.array(sorted(set(on_lip) - set(CORNERS)), np.int32)
+
+
+@dataclass(frozen=True)
+class MouthTarget:
+    aperture: float     # inner gap / mouth width
+    width_scale: float  # on the frame's own mouth width, whose smile or pout is kept
+
+
+def _fence(points: np.ndarray, axes) -> np.ndarray:
+    """Fixed points around the lower face, in image coordinates: the jaw outline pushed outwards,
+    closed by a line just under the nose tip."""
+    origin = axes[0]
+    jaw = origin + (points[lm.JAW] - origin) * FENCE_SCALE
+    face = lm.to_face(jaw, axes)
+    top = lm.to_face(points[lm.NOSE_TIP][None], axes)[0, 1] + 0.04
+    face[:, 1] = np.maximum(face[:, 1], top)
+    line = np.stack([np.linspace(face[-1, 0], face[0, 0], 7)[1:-1], np.full(5, top)], axis=1)
+    return lm.from_face(np.concatenate([face, line]), axes)
+
+
+class MouthRenderer:
+    """Renders one template's frames to the mouth shapes it is given."""
+
+    def __init__(self, track: TemplateTrack):
+        self.track = track
+        valid = track.points[track.has_face]
+        self.closed, self.widest = track.opening_range()
+        reference = valid[len(valid) // 2]
+        axes = lm.face_axes(reference)
+        face = lm.to_face(reference, axes)
+        fence_poly = lm.to_face(_fence(reference, axes), axes).astype(np.float32)
+        inside = [i for i in range(468)
+                  if cv2.pointPolygonTest(fence_poly, tuple(map(float, face[i])), False) > 0]
+        self.moving = np.array(inside, np.int32)
+        self.upper_lip = _lip_points(face, lm.OUTER_UPPER, lm.INNER_UPPER)
+        self.lower_lip = _lip_points(face, lm.OUTER_LOWER, lm.INNER_LOWER)
+        self.inner_local = np.array([inside.index(i) for i in lm.INNER_RING], np.int32)
+        self.outer_local = np.array([inside.index(i) for i in lm.OUTER_UPPER + lm.OUTER_LOWER[-2:0:-1]], np.int32)
+        self.upper_local = np.array([inside.index(i) for i in lm.INNER_UPPER[1:-1]], np.int32)
+        self.lower_local = np.array([inside.index(i) for i in lm.INNER_LOWER[1:-1]], np.int32)
+        self.fan = np.array([(i, (i + 1) % len(lm.INNER_RING), len(lm.INNER_RING))
+                             for i in range(len(lm.INNER_RING))], np.int32)
+
+    def _mesh(self, dst: np.ndarray, down: np.ndarray) -> np.ndarray:
+        """Triangles over the destination points, the mouth's inside first so that the lips,
+        painted after, own the pixels along a closed lip line."""
+        layout = dst.copy()
+        # Part the lips by a pixel for the topology alone: a closed mouth must not get triangles
+        # that bridge the lips and sample the source's open mouth.
+        layout[self.upper_local] -= down
+        layout[self.lower_local] += down
+        triangles = triangulate(layout)
+        inner = np.zeros(len(dst), bool)
+        inner[self.inner_local] = True
+        inside = inner[triangles].all(axis=1)
+        return np.concatenate([triangles[inside], triangles[~inside]])
+
+    def target(self, openness: float, spread: float) -> MouthTarget:
+        aperture = self.closed + openness * (self.widest - self.closed)
+        return MouthTarget(aperture, 1.0 + SPREAD_GAIN * spread - JAW_NARROWING * openness)
+
+    def _displace(self, face: np.ndarray, gap_change: float, width_change: float,
+                  gap_profile: np.ndarray | None = None) -> np.ndarray:
+        """Move face-coordinate points: the lips part by `gap_change` (face units, at the centre,
+        shaped by `gap_profile` across the mouth) and the mouth widens by `width_change` (ratio)."""
+        u, v = face[:, 0], face[:, 1]
+        half = max(float(abs(face[lm.MOUTH_LEFT, 0] - face[lm.MOUTH_RIGHT, 0])) / 2, 1e-3)
+        pair_u = np.array([(face[a, 0] + face[b, 0]) / 2 for a, b in INNER_PAIRS])
+        if gap_profile is None:
+            gap_profile = gap_change * np.cos(np.clip(pair_u / half, -1, 1) * np.pi / 2) ** 0.7
+        order = np.argsort(pair_u)
+        column_u = np.concatenate([[-half * 1.05], pair_u[order], [half * 1.05]])
+        column_gap = np.concatenate([[0.0], gap_profile[order], [0.0]])
+        gap_at = np.interp(u, column_u, column_gap)
+        centre_gap = float(np.interp(0.0, column_u, column_gap))
+        beyond = np.clip((np.abs(u) - half) / (1.6 * half), 0.0, 1.0)
+        side = 1.0 - beyond  # jaw and cheeks move less away from the mouth
+        pair_mid = np.array([(face[a, 1] + face[b, 1]) / 2 for a, b in INNER_PAIRS])[order]
+        corner_v = (face[lm.MOUTH_LEFT, 1] + face[lm.MOUTH_RIGHT, 1]) / 2
+        lip_line = np.interp(u, column_u, np.concatenate([[corner_v], pair_mid, [corner_v]]))
+        chin_v = max(float(face[17, 1]) - float(lip_line[17]), 1e-3)
+        below = v - lip_line
+        dv = np.where(below > 0, LOWER_SHARE * centre_gap * side * np.clip(below / chin_v, 0, 1),
+                      -(1 - LOWER_SHARE) * centre_gap * side * np.clip(1 + below / UPPER_FADE, 0, 1))
+        dv[self.lower_lip] = LOWER_SHARE * gap_at[self.lower_lip]
+        dv[self.upper_lip] = -(1 - LOWER_SHARE) * gap_at[self.upper_lip]
+        dv[CORNERS] = 0.1 * LOWER_SHARE * centre_gap
+        du = width_change * u * np.exp(-(np.maximum(np.abs(u) - half, 0) / half) ** 2) * np.clip(1 - np.abs(v) / 0.3, 0, 1)
+        return face + np.stack([du, dv], axis=1)
+
+    def _gap_profile(self, face: np.ndarray, target: MouthTarget, current: float) -> np.ndarray:
+        """Target gap per lip column: the frame's own opening shape scaled, or a rounded profile
+        where the frame's mouth is (nearly) shut and has no shape to scale."""
+        width = abs(face[lm.MOUTH_LEFT, 0] - face[lm.MOUTH_RIGHT, 0])
+        gaps = np.array([face[b, 1] - face[a, 1] for a, b in INNER_PAIRS])
+        pair_u = np.array([(face[a, 0] + face[b, 0]) / 2 for a, b in INNER_PAIRS])
+        rounded = np.cos(np.clip(pair_u / (width / 2), -1, 1) * np.pi / 2) ** 0.7
+        own = np.clip(gaps / max(gaps[len(gaps) // 2], 1e-6), 0.0, 1.3)
+        # A nearly shut target closes evenly to the corners whatever shape the frame had.
+        trust = float(np.clip((current - 0.03) / 0.06, 0.0, 1.0) * np.clip((target.aperture - 0.04) / 0.06, 0.0, 1.0))
+        shape = trust * own + (1 - trust) * rounded
+        return target.aperture * width * shape - gaps
+
+    def render(self, image: np.ndarray, points: np.ndarray, target: MouthTarget) -> np.ndarray:
+        """The frame with its mouth re-posed to `target`."""
+        axes = lm.face_axes(points)
+        face = lm.to_face(points, axes)
+        current = float(lm.aperture(points))
+        width_change = target.width_scale - 1.0
+        # Aperture is relative to width: the gap must grow with the new width.
+        scaled = MouthTarget(target.aperture * target.width_scale, target.width_scale)
+        moved = self._displace(face, 0.0, width_change, gap_profile=self._gap_profile(face, scaled, current))
+        fence = _fence(points, axes)
+        src = np.concatenate([points[self.moving], fence])
+        dst = np.concatenate([lm.from_face(moved[self.moving], axes), fence])
+        height, width = image.shape[:2]
+        x0, y0 = np.maximum(np.floor(fence.min(axis=0)).astype(int) - 2, 0)
+        x1, y1 = np.minimum(np.ceil(fence.max(axis=0)).astype(int) + 2, (width, height))
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return image
+        box = (int(x0), int(y0), int(x1), int(y1))
+        map_x, map_y, covered = affine_maps(src, dst, self._mesh(dst, axes[2]), box)
+        self._smooth_outside_lips(map_x, map_y, dst - (x0, y0), axes[3])
+        warped = remap(image, map_x, map_y)
+        out = image.copy()
+        region = out[y0:y1, x0:x1]
+        region[covered] = warped[covered]
+        inner = dst[self.inner_local] - (x0, y0)
+        new_gap = float(np.linalg.norm(inner[5] - inner[len(lm.INNER_UPPER) + 4]))  # 13 vs 14
+        if new_gap > 0.6 and current < 0.6 * target.aperture:
+            self._fill_interior(region, inner, target, float(lm.mouth_width(points)))
+        return out
+
+    def _smooth_outside_lips(self, map_x: np.ndarray, map_y: np.ndarray, dst: np.ndarray, scale: float) -> None:
+        """Blur the displacement field away from the lips: a piecewise-affine field kinks at
+        triangle edges, which shows as a saw-tooth on strong edges such as the chin's outline.
+        The lips keep the exact field, so their outline stays crisp."""
+        grid_x, grid_y = np.meshgrid(np.arange(map_x.shape[1], dtype=np.float32), np.arange(map_x.shape[0], dtype=np.float32))
+        sigma = max(1.0, 0.035 * scale)
+        dx = cv2.GaussianBlur(map_x - grid_x, (0, 0), sigma)
+        dy = cv2.GaussianBlur(map_y - grid_y, (0, 0), sigma)
+        lips = polygon_mask(map_x.shape, dst[self.outer_local], feather=0.5 * sigma)
+        lips = np.clip(cv2.dilate(lips, np.ones((3, 3), np.uint8), iterations=max(1, int(sigma))), 0, 1)
+        lips = cv2.GaussianBlur(lips, (0, 0), 0.5 * sigma)
+        map_x[:] = lips * map_x + (1 - lips) * (grid_x + dx)
+        map_y[:] = lips * map_y + (1 - lips) * (grid_y + dy)
+
+    def _fill_interior(self, region: np.ndarray, inner: np.ndarray, target: MouthTarget, mouth_px: float) -> None:
+        """Paint the opening's inside: a real open mouth of this speaker when the template has one
+        wide enough, else a synthesised one."""
+        samples = [s for s in self.track.library if s.aperture >= 0.55 * target.aperture]
+        if samples:
+            sample = min(samples, key=lambda s: abs(np.log(s.aperture / max(target.aperture, 1e-3))))
+            src = np.concatenate([sample.inner, sample.inner.mean(axis=0, keepdims=True)])
+            dst = np.concatenate([inner, inner.mean(axis=0, keepdims=True)])
+            box = (0, 0, region.shape[1], region.shape[0])
+            inside, _ = warp_region(sample.image, src, dst, self.fan, box)
+        else:
+            inside = synthesize_interior(region, inner, mouth_px)
+        alpha = polygon_mask(region.shape[:2], inner, feather=0.6)[..., None]
+        region[:] = (region * (1 - alpha) + inside * alpha).astype(np.uint8)
+
+
+def synthesize_interior(region: np.ndarray, inner: np.ndarray, mouth_px: float) -> np.ndarray:
+    """A mouth's inside for a speaker never seen with an open mouth: a dark cavity, the upper
+    teeth hanging from the upper lip (bright incisors darkening towards the canines, faint gaps,
+    the lip's shadow on top), lower teeth and tongue once the jaw is well open. Shaded to the
+    face's own brightness so that it sits in the picture's light."""
+    n_upper = len(lm.INNER_UPPER)
+    upper = inner[:n_upper]
+    lower = np.concatenate([inner[:1], inner[n_upper:][::-1], inner[n_upper - 1:n_upper]])
+    light = float(np.clip(cv2.cvtColor(region, cv2.COLOR_BGR2GRAY).mean() / 150.0, 0.5, 1.2))
+    height, width = region.shape[:2]
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    left, right = float(upper[0, 0]), float(upper[-1, 0])
+    centre, half = (left + right) / 2, max(abs(right - left) / 2, 1.0)
+    order = np.argsort(upper[:, 0])
+    top = np.interp(xs, upper[order, 0], upper[order, 1])  # upper lip edge above each column
+    order = np.argsort(lower[:, 0])
+    bottom = np.interp(xs, lower[order, 0], lower[order, 1])
+    gap = np.maximum(bottom - top, 1e-3)
+    across = np.abs(xs - centre) / half  # 0 at the middle, 1 at the corners
+    depth = np.clip((ys - top) / gap, 0, 1)
+    out = np.empty((height, width, 3), np.float32)
+    out[:] = np.array([22, 20, 58], np.float32) * light
+    out *= (1.0 - 0.4 * np.exp(-((depth - 0.55) / 0.3) ** 2) * (1 - across))[..., None]
+    centre_gap = float(gap[int(np.clip(np.mean(upper[:, 1]), 0, height - 1)), int(np.clip(centre, 0, width - 1))])
+    if centre_gap > 0.22 * mouth_px:  # tongue resting low in a wide-open mouth
+        tongue = np.clip(1 - ((xs - centre) / (0.55 * half)) ** 2 - ((bottom - ys) / (0.3 * gap)) ** 2, 0, 1)
+        out = out * (1 - tongue[..., None]) + np.array([70, 72, 150], np.float32) * light * tongue[..., None]
+    # Upper teeth: visible to about the canines, longer in the middle (the arch in perspective).
+    teeth_len = np.minimum(0.55 * gap, 0.12 * mouth_px) * np.clip(1 - across ** 2, 0, 1)
+    teeth = np.clip((top + teeth_len - ys + 0.5), 0, 1) * (ys >= top - 1) * (across < 0.78)
+    enamel = np.array([196, 214, 226], np.float32) * light
+    shade = (0.55 + 0.45 * np.clip(1 - across ** 1.5, 0, 1)) * (0.72 + 0.28 * np.clip((ys - top) / (0.35 * teeth_len + 1e-3), 0, 1))
+    tooth_width = 0.16 * half
+    seams = 1 - 0.22 * np.exp(-(((xs - centre) / tooth_width + 0.0) % 1.0 - 0.5) ** 2 / 0.004) * (across > 0.05)
+    out = out * (1 - teeth[..., None]) + enamel * (shade * seams)[..., None] * teeth[..., None]
+    if centre_gap > 0.18 * mouth_px:  # lower incisors just showing
+        lower_len = 0.1 * gap * np.clip(1 - (across / 0.6) ** 2, 0, 1)
+        lower_teeth = np.clip(ys - (bottom - lower_len) + 0.5, 0, 1) * (ys <= bottom + 1) * (across < 0.6)
+        out = out * (1 - lower_teeth[..., None]) + enamel * 0.62 * lower_teeth[..., None]
+    return np.clip(cv2.GaussianBlur(out, (0, 0), max(0.5, mouth_px / 300)), 0, 255)
