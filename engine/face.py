@@ -77,28 +77,70 @@ def default_cache_dir() -> str:
 
 
 class FaceTracker:
-    """MediaPipe face mesh, largest face per frame, in pixel coordinates."""
+    """Largest face per frame, 468 mesh points in pixel coordinates.
 
-    def __init__(self, still: bool):
-        import mediapipe as mp  # imported here: it takes a second and spams the log
+    MediaPipe's mesh finds faces with a short-range detector that misses a presenter who fills
+    only part of a wide frame, so faces are located with the full-range detector (in the same
+    wheel) and the mesh runs on a crop around the largest, which then follows the face from frame
+    to frame. The detector runs again every `RECOUNT` frames, to count faces, and whenever the
+    face is lost.
+    """
 
-        self.mesh = mp.solutions.face_mesh.FaceMesh(
-            static_image_mode=still, max_num_faces=4, refine_landmarks=False,
-            min_detection_confidence=0.5, min_tracking_confidence=0.5)
+    RECOUNT = 25
+    CROP_SCALE = 2.2  # crop side over the face box side
+    MESH_SIDE = 480
 
-    def __call__(self, image: np.ndarray) -> tuple[np.ndarray | None, int]:
+    def __init__(self, still: bool = False):
+        import mediapipe as mp  # imported here: it takes a second and logs to stderr
+
+        self.detector = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+        self.mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
+                                                    refine_landmarks=False, min_detection_confidence=0.4)
+        self.box: np.ndarray | None = None  # (cx, cy, side) of the followed face
+        self.count = 0
+        self.frames = 0
+
+    def _detect(self, image: np.ndarray) -> None:
         height, width = image.shape[:2]
         factor = min(1.0, DETECT_MAX_SIDE / max(height, width))
         small = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA) if factor < 1 else image
-        result = self.mesh.process(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
-        faces = result.multi_face_landmarks or []
-        if not faces:
+        found = self.detector.process(cv2.cvtColor(small, cv2.COLOR_BGR2RGB)).detections or []
+        self.count = len(found)
+        if not found:
+            self.box = None
+            return
+        boxes = [d.location_data.relative_bounding_box for d in found]
+        best = max(boxes, key=lambda b: b.width * b.height)
+        side = max(best.width * width, best.height * height)
+        self.box = np.array([(best.xmin + best.width / 2) * width, (best.ymin + best.height / 2) * height, side])
+
+    def __call__(self, image: np.ndarray) -> tuple[np.ndarray | None, int]:
+        if self.box is None or self.frames % self.RECOUNT == 0:
+            self._detect(image)
+        self.frames += 1
+        if self.box is None:
             return None, 0
-        meshes = [np.array([(p.x * width, p.y * height) for p in face.landmark[:468]], np.float32) for face in faces]
-        areas = [np.ptp(m[:, 0]) * np.ptp(m[:, 1]) for m in meshes]
-        return meshes[int(np.argmax(areas))], len(meshes)
+        height, width = image.shape[:2]
+        cx, cy, side = self.box
+        half = self.CROP_SCALE * side / 2
+        x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
+        x1, y1 = int(min(width, cx + half)), int(min(height, cy + half))
+        crop = image[y0:y1, x0:x1]
+        factor = min(1.0, self.MESH_SIDE / max(crop.shape[:2]))
+        if factor < 1:
+            crop = cv2.resize(crop, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+        faces = self.mesh.process(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB)).multi_face_landmarks
+        if not faces:
+            self.box = None
+            return None, self.count
+        scale_x, scale_y = crop.shape[1] / factor, crop.shape[0] / factor
+        points = np.array([(p.x * scale_x + x0, p.y * scale_y + y0) for p in faces[0].landmark[:468]], np.float32)
+        low, high = points.min(axis=0), points.max(axis=0)
+        self.box = np.array([(low[0] + high[0]) / 2, (low[1] + high[1]) / 2, float(max(high - low))])
+        return points, max(self.count, 1)
 
     def close(self) -> None:
+        self.detector.close()
         self.mesh.close()
 
 

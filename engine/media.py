@@ -18,6 +18,7 @@ import numpy as np
 from .errors import MediaError
 
 ANALYSIS_RATE = 16000
+STANDARD_RATES = (24000 / 1001, 24.0, 25.0, 30000 / 1001, 30.0, 50.0, 60000 / 1001, 60.0)
 # Frames buffered to play a stretch of the template backwards (ping-pong looping).
 REVERSE_CHUNK_BYTES = 192 * 1024 * 1024
 
@@ -56,6 +57,10 @@ def probe_video(path: str) -> VideoInfo:
         fps = float(rate)
         if not 1.0 <= fps <= 240.0:
             fps = 25.0
+        # A variable-rate (phone) video averages near a standard rate: use that rate.
+        nearest = min(STANDARD_RATES, key=lambda r: abs(r - fps))
+        if abs(nearest - fps) / nearest < 0.02:
+            fps = nearest
         if stream.duration is not None:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None:

@@ -1,0 +1,93 @@
+import os
+
+import av
+import numpy as np
+import pytest
+
+from engine import EngineError, MediaError, NoFaceError, analyse_audio, render, render_batch
+from engine import landmarks as lm
+from engine.evaluate import evaluate_render, track_video
+
+
+def probe(path):
+    with av.open(path) as container:
+        video, audio = container.streams.video[0], container.streams.audio[0]
+        frames = sum(1 for _ in container.decode(video))
+        return {"vcodec": video.codec_context.name, "pix_fmt": video.codec_context.pix_fmt,
+                "size": (video.width, video.height), "fps": float(video.average_rate), "frames": frames,
+                "acodec": audio.codec_context.name, "audio_seconds": float(audio.duration * audio.time_base)}
+
+
+def moov_before_mdat(path):
+    head = open(path, "rb").read(1 << 16)
+    return head.find(b"moov") != -1 and (head.find(b"mdat") == -1 or head.find(b"moov") < head.find(b"mdat"))
+
+
+@pytest.mark.parametrize("name,size,fps", [("h264", (320, 320), 25.0), ("hevc", (320, 320), 25.0),
+                                           ("mpeg4", (320, 320), 25.0), ("vfr", (320, 320), 30.0),
+                                           ("fps60", (320, 320), 60.0), ("tall", (320, 560), 25.0),
+                                           ("portrait", (512, 512), 25.0)])
+def test_output_format(media, cache_dir, tmp_path, name, size, fps):
+    narration = analyse_audio(media["speech"])
+    out = str(tmp_path / "out.mp4")
+    result = render(narration, media[name], out)
+    info = probe(out)
+    assert (info["vcodec"], info["pix_fmt"], info["acodec"]) == ("h264", "yuv420p", "aac")
+    assert info["size"] == size and abs(info["fps"] - fps) < 0.01
+    assert info["frames"] == result.frames == round(narration.duration * fps)  # template looped as needed
+    assert abs(info["audio_seconds"] - narration.duration) < 0.05
+    assert moov_before_mdat(out)
+
+
+def test_long_template_is_cut(media, cache_dir, tmp_path):
+    out = str(tmp_path / "out.mp4")
+    render(media["tone"], media["h264"], out)  # 1.5 s of audio on a 1.6 s template
+    assert probe(out)["frames"] == round(1.5 * 25)
+
+
+def test_mouth_follows_speech_and_closes_in_pauses(media, cache_dir, tmp_path):
+    out = str(tmp_path / "out.mp4")
+    render(media["pause"], media["h264"], out)
+    opening = lm.aperture(track_video(out)[0])
+    speech = round(analyse_audio(media["speech"]).duration * 25)
+    closed = np.nanpercentile(opening, 10)
+    assert np.nanmax(opening[:speech]) > closed + 0.12
+    assert np.nanmean(opening[speech + 5:speech + 45]) < closed + 0.03
+
+
+def test_quality_figures(media, cache_dir, tmp_path):
+    out = str(tmp_path / "out.mp4")
+    render(media["speech"], media["h264"], out)
+    report = evaluate_render(out, media["h264"], str(tmp_path / "sheet.png"))
+    assert report["face_frames"] == report["frames"]
+    assert abs(report["av_offset_frames"]) <= 1 and report["av_peak_corr"] > 0.5
+    assert report["psnr_above_nose_db"] > 35
+    assert report["mouth_sharpness_ratio"] > 0.8
+    assert os.path.getsize(tmp_path / "sheet.png") > 1000
+
+
+def test_progress_and_cancel(media, cache_dir, tmp_path):
+    seen = []
+    out = str(tmp_path / "renders" / "out.mp4")
+    result = render(media["speech"], media["h264"], out, on_progress=lambda done, total: seen.append((done, total)))
+    assert seen[-1] == (result.frames, result.frames)
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen)
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel(done, total):
+        if done >= 10:
+            raise Cancelled
+
+    with pytest.raises(Cancelled):
+        render(media["speech"], media["h264"], str(tmp_path / "renders" / "cancelled.mp4"), on_progress=cancel)
+    assert os.listdir(tmp_path / "renders") == ["out.mp4"]  # no partial file left behind
+
+
+def test_batch_keeps_going_past_a_bad_template(media, cache_dir, tmp_path):
+    templates = [media["h264"], media["noface"], media["text"], media["portrait"]]
+    results = render_batch(media["speech"], templates, str(tmp_path / "out"))
+    assert isinstance(results[1], NoFaceError) and isinstance(results[2], MediaError)
+    assert all(not isinstance(r, EngineError) for r in (results[0], results[3]))
+    assert sorted(os.listdir(tmp_path / "out")) == ["output_001.mp4", "output_004.mp4"]
