@@ -107,8 +107,8 @@ def read_frames(path: str, fps: float, start: int = 0, stop: int | None = None) 
                 end = slot if stop is None else min(slot, stop)
                 if next_slot < end:
                     image = _to_bgr(pending)
-                    for next_slot in range(next_slot, end):
-                        yield next_slot, image
+                    for index in range(next_slot, end):  # repeats are copies: frames are edited in place
+                        yield index, image if index == next_slot else image.copy()
                     next_slot = end
                 if stop is not None and next_slot >= stop:
                     return
@@ -119,7 +119,7 @@ def read_frames(path: str, fps: float, start: int = 0, stop: int | None = None) 
             if next_slot < end:
                 image = _to_bgr(pending)
                 for index in range(next_slot, end):
-                    yield index, image
+                    yield index, image if index == next_slot else image.copy()
     except av.FFmpegError as exc:
         raise MediaError(f"{os.path.basename(path)}: the video could not be decoded ({exc})") from exc
     finally:

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -44,6 +46,74 @@ def template_frames(track: TemplateTrack, count: int) -> Iterator[tuple[np.ndarr
         yield image, track.points[index]
 
 
+_DONE = object()
+
+
+def _in_background(items: Iterator, depth: int = 4) -> Iterator:
+    """Run an iterator on a thread, `depth` items ahead (decoding overlaps rendering; PyAV
+    releases the GIL while it decodes)."""
+    buffer: queue.Queue = queue.Queue(depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        buffer.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put(_DONE)
+        except BaseException as exc:  # handed to the consumer, which raises it
+            buffer.put(exc)
+
+    thread = threading.Thread(target=produce, daemon=True)
+    thread.start()
+    try:
+        while (item := buffer.get()) is not _DONE:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+class _EncoderThread:
+    """Feeds frames to a VideoWriter on its own thread, a few frames behind the renderer."""
+
+    def __init__(self, writer: VideoWriter, depth: int = 4):
+        self.writer = writer
+        self.frames: queue.Queue = queue.Queue(depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while (image := self.frames.get()) is not None:
+                if self.error is None:
+                    self.writer.write(image)
+        except BaseException as exc:  # reported on the next put or at finish
+            self.error = exc
+            while self.frames.get() is not None:
+                pass
+
+    def put(self, image: np.ndarray) -> None:
+        if self.error:
+            raise self.error
+        self.frames.put(image)
+
+    def finish(self) -> None:
+        self.frames.put(None)
+        self.thread.join()
+        if self.error:
+            raise self.error
+
+
 def template_index(track: TemplateTrack, k: int) -> int:
     """The template frame under output frame k (for evaluation against the template)."""
     return 0 if track.info.is_image else loop_index(k, track.frame_count)
@@ -72,13 +142,17 @@ def render(audio: AudioTrack | str, template: TemplateTrack | str, output: str,
     renderer = MouthRenderer(template)
     os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
     writer = VideoWriter(output, info.width, info.height, info.fps, audio.path, audio.duration)
+    encoder = _EncoderThread(writer)
     try:
-        for k, (image, points) in enumerate(template_frames(template, total)):
-            if not np.isnan(points[0, 0]):
-                image = renderer.render(image, points, renderer.target(float(mouth.openness[k]), float(mouth.spread[k])))
-            writer.write(image)
-            if on_progress and (k % 5 == 4 or k == total - 1):
-                on_progress(k + 1, total)
+        try:
+            for k, (image, points) in enumerate(_in_background(template_frames(template, total))):
+                if not np.isnan(points[0, 0]):
+                    image = renderer.render(image, points, renderer.target(float(mouth.openness[k]), float(mouth.spread[k])))
+                encoder.put(image)
+                if on_progress and (k % 5 == 4 or k == total - 1):
+                    on_progress(k + 1, total)
+        finally:
+            encoder.finish()
         writer.close()
     except BaseException:
         writer.abort()

@@ -19,6 +19,10 @@ from . import landmarks as lm
 from .face import TemplateTrack
 from .warp import affine_maps, polygon_mask, remap, triangulate, warp_region
 
+# Work per frame is a few small regions while x264 keeps both cores busy: OpenCV's thread pool
+# would only add hand-over cost.
+cv2.setNumThreads(1)
+
 # Share of a gap change taken by the lower lip and jaw; the upper lip takes the rest.
 LOWER_SHARE = 0.78
 FENCE_SCALE = 1.28  # jaw outline scaled about the mouth centre: where the mesh is pinned
@@ -138,7 +142,7 @@ class MouthRenderer:
         return target.aperture * width * shape - gaps
 
     def render(self, image: np.ndarray, points: np.ndarray, target: MouthTarget) -> np.ndarray:
-        """The frame with its mouth re-posed to `target`."""
+        """The frame with its mouth re-posed to `target` (in place)."""
         axes = lm.face_axes(points)
         face = lm.to_face(points, axes)
         current = float(lm.aperture(points))
@@ -158,7 +162,7 @@ class MouthRenderer:
         map_x, map_y, covered = affine_maps(src, dst, self._mesh(dst, axes[2]), box)
         self._smooth_outside_lips(map_x, map_y, dst - (x0, y0), axes[3])
         warped = remap(image, map_x, map_y)
-        out = image.copy()
+        out = image  # frames are the renderer's own: re-posed in place
         region = out[y0:y1, x0:x1]
         region[covered] = warped[covered]
         inner = dst[self.inner_local] - (x0, y0)
