@@ -26,6 +26,7 @@ DETECT_MAX_SIDE = 1280
 # Openings (inner gap / mouth width) binned for the library of real mouth interiors.
 LIBRARY_BINS = np.array([0.05, 0.09, 0.13, 0.18, 0.24, 0.31, 0.40, 0.52, 2.0])
 ProgressCallback = Callable[[int, int], None]
+CLOSED_APERTURE = 0.01
 
 
 @dataclass
@@ -59,7 +60,8 @@ class TemplateTrack:
         """(closed, widest) apertures this person shows; a closed-mouth template gets a typical
         speaking range so that the mouth can still open."""
         values = self.apertures()[self.has_face]
-        closed = float(np.percentile(values, 5))
+        # Lips meet in pauses and p/b/m even where this person's resting mouth is slightly open.
+        closed = min(float(np.percentile(values, 5)), CLOSED_APERTURE)
         widest = float(np.percentile(values, 95))
         return closed, max(widest, closed + 0.32)
 
