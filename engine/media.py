@@ -46,8 +46,8 @@ def read_image(path: str) -> np.ndarray | None:
 
 
 def probe_video(path: str) -> VideoInfo:
-    if read_image(path) is not None:
-        image = read_image(path)
+    image = read_image(path)
+    if image is not None:
         return VideoInfo(image.shape[1], image.shape[0], 25.0, 0.0, True)
     with _open(path) as container:
         if not container.streams.video:
