@@ -30,7 +30,7 @@ MAX_LAG = 15
 def track_video(path: str) -> tuple[np.ndarray, float]:
     """Raw (unsmoothed) landmarks of every frame of a video, NaN where no face, and its fps."""
     fps = probe_video(path).fps
-    tracker = FaceTracker(still=False)
+    tracker = FaceTracker()
     try:
         points = [found if (found := tracker(image)[0]) is not None else np.full((468, 2), np.nan, np.float32)
                   for _, image in read_frames(path, fps)]
@@ -180,7 +180,7 @@ def cross_reconstruction(clip: str, workdir: str) -> dict:
     out_points, _ = track_video(output)
     truth_points, _ = track_video(truth_video)
     track = prepare_template(template)
-    tracker = FaceTracker(still=False)
+    tracker = FaceTracker()
     try:
         tpl_points = np.stack([found if (found := tracker(image)[0]) is not None else np.full((468, 2), np.nan, np.float32)
                                for image, _ in template_frames(track, len(truth_points))])

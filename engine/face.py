@@ -84,18 +84,20 @@ class FaceTracker:
     MediaPipe's mesh finds faces with a short-range detector that misses a presenter who fills
     only part of a wide frame, so faces are located with the full-range detector (in the same
     wheel) and the mesh runs on a crop around the largest, which then follows the face from frame
-    to frame. The detector runs again every `RECOUNT` frames, to count faces, and whenever the
-    face is lost.
+    to frame. The full-range model in turn misses some close-up faces (a tight portrait with
+    glasses), so the short-range one is asked when it finds nothing. Detection runs again every
+    `RECOUNT` frames, to count faces, and whenever the face is lost.
     """
 
     RECOUNT = 25
     CROP_SCALE = 2.2  # crop side over the face box side
     MESH_SIDE = 480
 
-    def __init__(self, still: bool = False):
+    def __init__(self):
         import mediapipe as mp  # imported here: it takes a second and logs to stderr
 
-        self.detector = mp.solutions.face_detection.FaceDetection(model_selection=1, min_detection_confidence=0.5)
+        self.detectors = [mp.solutions.face_detection.FaceDetection(model_selection=model, min_detection_confidence=0.5)
+                          for model in (1, 0)]  # full range first, then short range
         self.mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
                                                     refine_landmarks=False, min_detection_confidence=0.4)
         self.box: np.ndarray | None = None  # (cx, cy, side) of the followed face
@@ -106,7 +108,11 @@ class FaceTracker:
         height, width = image.shape[:2]
         factor = min(1.0, DETECT_MAX_SIDE / max(height, width))
         small = cv2.resize(image, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA) if factor < 1 else image
-        found = self.detector.process(cv2.cvtColor(small, cv2.COLOR_BGR2RGB)).detections or []
+        rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+        for detector in self.detectors:
+            found = detector.process(rgb).detections or []
+            if found:
+                break
         self.count = len(found)
         if not found:
             self.box = None
@@ -142,7 +148,8 @@ class FaceTracker:
         return points, max(self.count, 1)
 
     def close(self) -> None:
-        self.detector.close()
+        for detector in self.detectors:
+            detector.close()
         self.mesh.close()
 
 
@@ -174,7 +181,7 @@ def _sharpness(image: np.ndarray) -> float:
 
 def _track_frames(path: str, info: VideoInfo, on_progress: ProgressCallback | None):
     """Landmarks of every frame, plus the sharpest real mouth per opening bin."""
-    tracker = FaceTracker(still=info.is_image)
+    tracker = FaceTracker()
     points, faces_max = [], 0
     best: dict[int, tuple[float, MouthSample]] = {}
     total = max(1, int(round(info.duration * info.fps)))

@@ -87,7 +87,7 @@ def media(tmp_path_factory):
     portrait = cv2.imread(DEMO_PORTRAIT)
     files["portrait"] = DEMO_PORTRAIT
     small = cv2.resize(portrait, (320, 320), interpolation=cv2.INTER_AREA)
-    tracker = FaceTracker(still=True)
+    tracker = FaceTracker()
     points = tracker(small)[0]
     tracker.close()
     clip = [frame for frame, _ in idle_frames(small, points, 25.0, 40)]  # 1.6 s with a blink
@@ -103,6 +103,12 @@ def media(tmp_path_factory):
     rng = np.random.default_rng(0)
     noise = [cv2.GaussianBlur(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), (0, 0), 4) for _ in range(10)]
     files["noface"] = write_video(str(root / "noface.mp4"), noise, 25.0)
+    # A close-up that fills the frame (the full-range detector misses these).
+    low, high = points.min(axis=0) / 320 * 512, points.max(axis=0) / 320 * 512
+    (cx, cy), half = (low + high) / 2, (high - low).max() / 2
+    closeup = portrait[int(max(0, cy - half)):int(cy + half), int(max(0, cx - half)):int(cx + half)]
+    files["closeup"] = str(root / "closeup.png")
+    cv2.imwrite(files["closeup"], cv2.resize(closeup, (360, 360)))
     pair = np.full((400, 720, 3), 90, np.uint8)
     pair[10:390, 10:390] = cv2.resize(portrait, (380, 380))
     pair[70:330, 440:700] = cv2.resize(portrait, (260, 260))

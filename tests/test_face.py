@@ -24,6 +24,11 @@ def test_no_face_is_a_clear_error(media, cache_dir):
         prepare_template(media["noface"])
 
 
+def test_close_up_face_is_found(media, cache_dir):
+    track = prepare_template(media["closeup"])
+    assert track.has_face.all()
+
+
 def test_several_faces_takes_the_largest(media, cache_dir):
     track = prepare_template(media["twofaces"])
     assert track.faces_max == 2
