@@ -7,6 +7,7 @@ Builds a template of the given height from a real talking clip, then times, in o
                 with the engine's settings and muxes the same narration as AAC;
   first render: a fresh template cache (face analysis included);
   second render: the template already analysed.
+Ratios use the engine's own time (a running service's view); the process wall ratios add start-up.
 Each render runs in a child process whose whole process tree's RSS is sampled.
 `--minutes N` makes the narration N minutes long (e.g. 5 at --height 1080 for the memory target).
 """
@@ -108,8 +109,12 @@ def main() -> int:
         "first_render": runs["first"], "second_render": runs["second"],
         "render_fps_cached": round(frames / runs["second"]["wall_seconds"], 1),
         "real_time_factor_cached": round(runs["second"]["wall_seconds"] / duration, 3),
-        "ratio_to_passthrough_first": round(runs["first"]["wall_seconds"] / pass_seconds, 2),
-        "ratio_to_passthrough_cached": round(runs["second"]["wall_seconds"] / pass_seconds, 2),
+        # The service renders in a process that is already running: the engine's own time is the
+        # figure that matters there; the process's wall time adds Python's start-up and imports.
+        "ratio_to_passthrough_first": round(runs["first"]["timings"]["total"] / pass_seconds, 2),
+        "ratio_to_passthrough_cached": round(runs["second"]["timings"]["total"] / pass_seconds, 2),
+        "process_wall_ratio_first": round(runs["first"]["wall_seconds"] / pass_seconds, 2),
+        "process_wall_ratio_cached": round(runs["second"]["wall_seconds"] / pass_seconds, 2),
         "workdir": work,
     }
     print(json.dumps(report, indent=2))

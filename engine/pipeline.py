@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import os
 import queue
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 import threading
 import time
 from dataclasses import dataclass, field
@@ -10,7 +12,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from .audio import AudioTrack, analyse_audio
+from .audio import AudioTrack, MouthTrack, analyse_audio
 from .errors import EngineError
 from .face import TemplateTrack, prepare_template
 from .idle import idle_frames
@@ -18,6 +20,7 @@ from .media import VideoWriter, loop_index, looped_frames, read_image
 from .renderer import MouthRenderer
 
 ProgressCallback = Callable[[int, int], None]
+RENDER_THREADS = int(os.environ.get("HEYGEM_RENDER_THREADS", "2"))
 
 
 @dataclass
@@ -114,6 +117,29 @@ class _EncoderThread:
             raise self.error
 
 
+def _rendered(renderer: MouthRenderer, mouth: MouthTrack, frames: Iterator[tuple[np.ndarray, np.ndarray]],
+              workers: int = RENDER_THREADS) -> Iterator[np.ndarray]:
+    """Frames with their mouths re-posed, in order. Frames are independent, so a few render at
+    once: OpenCV releases the GIL, and one thread alone leaves a core idle while x264 waits."""
+    def one(k: int, image: np.ndarray, points: np.ndarray) -> np.ndarray:
+        if np.isnan(points[0, 0]):
+            return image
+        return renderer.render(image, points, renderer.target(float(mouth.openness[k]), float(mouth.spread[k])))
+
+    with ThreadPoolExecutor(workers, thread_name_prefix="render") as pool:
+        pending: deque = deque()
+        try:
+            for k, (image, points) in enumerate(_in_background(frames)):
+                pending.append(pool.submit(one, k, image, points))
+                if len(pending) > 2 * workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
+
+
 def template_index(track: TemplateTrack, k: int) -> int:
     """The template frame under output frame k (for evaluation against the template)."""
     return 0 if track.info.is_image else loop_index(k, track.frame_count)
@@ -145,9 +171,7 @@ def render(audio: AudioTrack | str, template: TemplateTrack | str, output: str,
     encoder = _EncoderThread(writer)
     try:
         try:
-            for k, (image, points) in enumerate(_in_background(template_frames(template, total))):
-                if not np.isnan(points[0, 0]):
-                    image = renderer.render(image, points, renderer.target(float(mouth.openness[k]), float(mouth.spread[k])))
+            for k, image in enumerate(_rendered(renderer, mouth, template_frames(template, total))):
                 encoder.put(image)
                 if on_progress and (k % 5 == 4 or k == total - 1):
                     on_progress(k + 1, total)

@@ -161,10 +161,14 @@ class MouthRenderer:
         box = (int(x0), int(y0), int(x1), int(y1))
         map_x, map_y, covered = affine_maps(src, dst, self._mesh(dst, axes[2]), box)
         self._smooth_outside_lips(map_x, map_y, dst - (x0, y0), axes[3])
-        warped = remap(image, map_x, map_y)
+        lips = np.concatenate([src[self.outer_local], dst[self.outer_local]]) - (x0, y0)
+        margin = 0.25 * float(lm.mouth_width(points))
+        lx0, ly0 = np.maximum(np.floor(lips.min(axis=0) - margin).astype(int), 0)
+        lx1, ly1 = np.ceil(lips.max(axis=0) + margin).astype(int)
+        warped = remap(image, map_x, map_y, sharp=(int(lx0), int(ly0), int(lx1), int(ly1)))
         out = image  # frames are the renderer's own: re-posed in place
         region = out[y0:y1, x0:x1]
-        region[covered] = warped[covered]
+        np.copyto(region, warped, where=covered[..., None])
         inner = dst[self.inner_local] - (x0, y0)
         new_gap = float(np.linalg.norm(inner[5] - inner[len(lm.INNER_UPPER) + 4]))  # 13 vs 14
         if new_gap > 0.6 and current < 0.6 * target.aperture:
@@ -175,13 +179,22 @@ class MouthRenderer:
         """Blur the displacement field away from the lips: a piecewise-affine field kinks at
         triangle edges, which shows as a saw-tooth on strong edges such as the chin's outline.
         The lips keep the exact field, so their outline stays crisp."""
-        grid_x, grid_y = np.meshgrid(np.arange(map_x.shape[1], dtype=np.float32), np.arange(map_x.shape[0], dtype=np.float32))
+        height, width = map_x.shape
+        grid_x = np.arange(width, dtype=np.float32)[None, :]
+        grid_y = np.arange(height, dtype=np.float32)[:, None]
         sigma = max(1.0, 0.035 * scale)
-        dx = cv2.GaussianBlur(map_x - grid_x, (0, 0), sigma)
-        dy = cv2.GaussianBlur(map_y - grid_y, (0, 0), sigma)
-        lips = polygon_mask(map_x.shape, dst[self.outer_local], feather=0.5 * sigma)
-        lips = np.clip(cv2.dilate(lips, np.ones((3, 3), np.uint8), iterations=max(1, int(sigma))), 0, 1)
-        lips = cv2.GaussianBlur(lips, (0, 0), 0.5 * sigma)
+        # The field and the blend weight are smooth, so they are made at a lower resolution:
+        # the cost stays the same from 360p to 4K.
+        step = max(1, int(sigma / 2))
+        size = (max(1, width // step), max(1, height // step))
+        field = cv2.resize(cv2.merge([map_x - grid_x, map_y - grid_y]), size, interpolation=cv2.INTER_AREA)
+        field = cv2.GaussianBlur(field, (0, 0), sigma / step)
+        lips = np.zeros(size[::-1], np.uint8)
+        cv2.fillPoly(lips, [np.round(dst[self.outer_local] / step * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+        radius = max(1, int(round(sigma / step)))
+        lips = cv2.dilate(lips, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
+        lips = cv2.GaussianBlur(lips, (0, 0), 0.7 * sigma / step).astype(np.float32) / 255.0
+        dx, dy, lips = cv2.split(cv2.resize(cv2.merge([field, lips]), (width, height), interpolation=cv2.INTER_LINEAR))
         map_x[:] = lips * map_x + (1 - lips) * (grid_x + dx)
         map_y[:] = lips * map_y + (1 - lips) * (grid_y + dy)
 
