@@ -141,32 +141,45 @@ def loop_index(k: int, n: int) -> int:
 
 
 def looped_frames(path: str, fps: float, n: int, count: int, frame_bytes: int) -> Iterator[tuple[int, np.ndarray]]:
-    """`count` frames of an n-frame video played forward-backward, as (template index, frame)."""
+    """`count` frames of an n-frame video played forward-backward, as (template index, frame).
+
+    The backward pass starts with the frames the forward pass just decoded (their copies are
+    kept, within the same memory budget), then reads further chunks forwards and reverses them;
+    a short template looped under a long narration is then mostly decoded once per cycle."""
     chunk = max(4, REVERSE_CHUNK_BYTES // max(frame_bytes, 1))
     k = 0
+    tail: list[tuple[int, np.ndarray]] = []  # the forward pass's last frames, for the way back
     while k < count:
         first = loop_index(k, n)
         forward = n == 1 or (k % (2 * n - 2)) < n - 1
         if forward:
             stop = min(n, first + (count - k))
+            turns = n > 1 and stop == n and k + (stop - first) < count
             for index, image in read_frames(path, fps, first, stop):
+                if turns and 0 < index < n - 1 and index >= n - 1 - chunk:
+                    tail.append((index, image.copy()))  # the renderer edits the yielded frame
                 yield index, image
                 k += 1
             if k < count and stop == first:  # the file had fewer frames than analysed
                 raise MediaError(f"{os.path.basename(path)}: the video ended early")
         else:
-            # Backward from `first` down to 1, in chunks read forwards then reversed.
+            # Backward from `first` down to 1: the kept tail, then chunks read forwards, reversed.
             low = max(1, first - (count - k) + 1)
             high = first + 1
             while high > low and k < count:
-                begin = max(low, high - chunk)
-                frames = list(read_frames(path, fps, begin, high))
+                if tail and tail[-1][0] == high - 1:
+                    frames, tail = tail, []
+                    begin = frames[0][0]
+                else:
+                    begin = max(low, high - chunk)
+                    frames = list(read_frames(path, fps, begin, high))
                 for index, image in reversed(frames):
                     yield index, image
                     k += 1
                     if k >= count:
                         return
                 high = begin
+            tail = []
 
 
 def load_pcm(path: str, rate: int = ANALYSIS_RATE) -> np.ndarray:

@@ -201,29 +201,36 @@ class MouthRenderer:
     def _fill_interior(self, region: np.ndarray, inner: np.ndarray, target: MouthTarget, mouth_px: float) -> None:
         """Paint the opening's inside: a real open mouth of this speaker when the template has one
         wide enough, else a synthesised one."""
+        # Only the opening's bounding box is touched.
+        height, width = region.shape[:2]
+        x0, y0 = np.maximum(np.floor(inner.min(axis=0)).astype(int) - 2, 0)
+        x1, y1 = np.minimum(np.ceil(inner.max(axis=0)).astype(int) + 3, (width, height))
+        if x1 <= x0 or y1 <= y0:
+            return
+        mouth = region[y0:y1, x0:x1]
+        inner = inner - (x0, y0)
         samples = [s for s in self.track.library if s.aperture >= 0.55 * target.aperture]
         if samples:
             sample = min(samples, key=lambda s: abs(np.log(s.aperture / max(target.aperture, 1e-3))))
             src = np.concatenate([sample.inner, sample.inner.mean(axis=0, keepdims=True)])
             dst = np.concatenate([inner, inner.mean(axis=0, keepdims=True)])
-            box = (0, 0, region.shape[1], region.shape[0])
-            inside, _ = warp_region(sample.image, src, dst, self.fan, box)
+            inside, _ = warp_region(sample.image, src, dst, self.fan, (0, 0, x1 - x0, y1 - y0))
         else:
-            inside = synthesize_interior(region, inner, mouth_px)
-        alpha = polygon_mask(region.shape[:2], inner, feather=0.6)[..., None]
-        region[:] = (region * (1 - alpha) + inside * alpha).astype(np.uint8)
+            light = float(np.clip(cv2.cvtColor(region, cv2.COLOR_BGR2GRAY).mean() / 150.0, 0.5, 1.2))
+            inside = synthesize_interior(mouth.shape[:2], inner, mouth_px, light)
+        alpha = polygon_mask(mouth.shape[:2], inner, feather=0.6)[..., None]
+        mouth[:] = (mouth * (1 - alpha) + inside * alpha).astype(np.uint8)
 
 
-def synthesize_interior(region: np.ndarray, inner: np.ndarray, mouth_px: float) -> np.ndarray:
+def synthesize_interior(shape: tuple[int, int], inner: np.ndarray, mouth_px: float, light: float) -> np.ndarray:
     """A mouth's inside for a speaker never seen with an open mouth: a dark cavity, the upper
     teeth hanging from the upper lip (bright incisors darkening towards the canines, faint gaps,
     the lip's shadow on top), lower teeth and tongue once the jaw is well open. Shaded to the
-    face's own brightness so that it sits in the picture's light."""
+    face's own brightness (`light`, 1 for a mid-grey face) so that it sits in the picture's light."""
     n_upper = len(lm.INNER_UPPER)
     upper = inner[:n_upper]
     lower = np.concatenate([inner[:1], inner[n_upper:][::-1], inner[n_upper - 1:n_upper]])
-    light = float(np.clip(cv2.cvtColor(region, cv2.COLOR_BGR2GRAY).mean() / 150.0, 0.5, 1.2))
-    height, width = region.shape[:2]
+    height, width = shape
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     left, right = float(upper[0, 0]), float(upper[-1, 0])
     centre, half = (left + right) / 2, max(abs(right - left) / 2, 1.0)
