@@ -17,7 +17,7 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from engine import render  # noqa: E402
+from engine import EngineError, render  # noqa: E402
 from engine.evaluate import cross_reconstruction, evaluate_render  # noqa: E402
 
 NARRATIONS = ["whisper.cpp__jfk.wav", "SadTalker__RD_Radio31_000.wav", "PaddleSpeech__zh.wav", "SadTalker__bus_chinese.wav"]
@@ -36,7 +36,13 @@ def main() -> int:
         for narration in NARRATIONS:
             name = f"{os.path.splitext(os.path.basename(template))[0]}__{os.path.splitext(narration)[0]}"
             output = os.path.join(args.out, name + ".mp4")
-            render(os.path.join(args.media, "audio", narration), template, output)
+            try:
+                render(os.path.join(args.media, "audio", narration), template, output)
+            except EngineError as exc:  # reported in the table; the other templates still run
+                report["renders"].append({"template": os.path.basename(template), "narration": narration, "error": str(exc)})
+                rows.append(f"| {os.path.basename(template)} | {narration} | failed: {exc} | | | | |")
+                print(rows[-1], flush=True)
+                continue
             figures = evaluate_render(output, template, os.path.join(args.out, name + ".sheet.png"))
             figures.update(template=os.path.basename(template), narration=narration)
             report["renders"].append(figures)
@@ -46,14 +52,14 @@ def main() -> int:
     print("\n| template | narration | AV offset | peak corr | silence | PSNR above nose | sharpness |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))
-    print("\n| talking clip | M-LMD output | M-LMD template | ratio | aperture corr | template corr | clip's own AV offset / corr |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("\n| talking clip | M-LMD output | M-LMD template | ratio | aperture corr | template corr | truth's own AV offset / corr | narration shift |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for clip in TALKING:
         cross = cross_reconstruction(os.path.join(args.media, "video", clip), args.out)
         report["cross"].append(cross)
         print(f"| {clip} | {cross['mlmd_output']} | {cross['mlmd_unchanged_template']} | {cross['mlmd_ratio']} | "
               f"{cross['aperture_corr_with_truth']} | {cross['template_aperture_corr_with_truth']} | "
-              f"{cross['truth_own_av_offset_frames']} / {cross['truth_own_av_corr']} |", flush=True)
+              f"{cross['truth_own_av_offset_frames']} / {cross['truth_own_av_corr']} | {cross['narration_shift_frames']} |", flush=True)
     with open(os.path.join(args.out, "report.json"), "w") as handle:
         json.dump(report, handle, indent=2)
     print(f"\nreport and contact sheets in {args.out}")

@@ -27,6 +27,9 @@ DETECT_MAX_SIDE = 1280
 LIBRARY_BINS = np.array([0.05, 0.09, 0.13, 0.18, 0.24, 0.31, 0.40, 0.52, 2.0])
 ProgressCallback = Callable[[int, int], None]
 CLOSED_APERTURE = 0.01
+# How far a speaker's mouth opens (inner gap / width, 95th percentile) when the template never
+# shows it: the three talking clips in ../shared/media open 0.24-0.29.
+TYPICAL_OPENING = 0.25
 
 
 @dataclass
@@ -63,7 +66,7 @@ class TemplateTrack:
         # Lips meet in pauses and p/b/m even where this person's resting mouth is slightly open.
         closed = min(float(np.percentile(values, 5)), CLOSED_APERTURE)
         widest = float(np.percentile(values, 95))
-        return closed, max(widest, closed + 0.32)
+        return closed, max(widest, closed + TYPICAL_OPENING)
 
 
 def file_sha256(path: str) -> str:

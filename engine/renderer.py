@@ -29,6 +29,7 @@ FENCE_SCALE = 1.28  # jaw outline scaled about the mouth centre: where the mesh 
 UPPER_FADE = 0.28   # face units above the mouth over which upper-lip motion fades out
 SPREAD_GAIN = 0.06  # mouth width change at full spread (+) or rounding (-)
 JAW_NARROWING = 0.06  # corners draw in as the jaw drops
+MAX_WIDTH_CHANGE = 0.2  # a broad smile is narrowed, not undone
 INNER_PAIRS = list(zip(lm.INNER_UPPER[1:-1], lm.INNER_LOWER[1:-1]))
 CORNERS = [lm.MOUTH_RIGHT, lm.MOUTH_LEFT, 78, 308]
 
@@ -42,8 +43,8 @@ def _lip_points(face: np.ndarray, outer: list[int], inner: list[int]) -> np.ndar
 
 @dataclass(frozen=True)
 class MouthTarget:
-    aperture: float     # inner gap / mouth width
-    width_scale: float  # on the frame's own mouth width, whose smile or pout is kept
+    aperture: float  # inner gap / mouth width
+    width: float     # mouth width / outer-eye-corner distance
 
 
 def _fence(points: np.ndarray, axes) -> np.ndarray:
@@ -65,6 +66,10 @@ class MouthRenderer:
         self.track = track
         valid = track.points[track.has_face]
         self.closed, self.widest = track.opening_range()
+        # The mouth's width is set from the narration around this person's usual width, not
+        # scaled from each frame's: a template's own widening and narrowing is unrelated to the
+        # new words (cross-reconstruction M-LMD on face_3 0.835 -> 0.76 in a landmark simulation).
+        self.neutral_width = float(np.median(lm.mouth_width(valid) / lm.eye_distance(valid)))
         reference = valid[len(valid) // 2]
         axes = lm.face_axes(reference)
         face = lm.to_face(reference, axes)
@@ -97,7 +102,7 @@ class MouthRenderer:
 
     def target(self, openness: float, spread: float) -> MouthTarget:
         aperture = self.closed + openness * (self.widest - self.closed)
-        return MouthTarget(aperture, 1.0 + SPREAD_GAIN * spread - JAW_NARROWING * openness)
+        return MouthTarget(aperture, self.neutral_width * (1.0 + SPREAD_GAIN * spread - JAW_NARROWING * openness))
 
     def _displace(self, face: np.ndarray, gap_change: float, width_change: float,
                   gap_profile: np.ndarray | None = None) -> np.ndarray:
@@ -146,10 +151,11 @@ class MouthRenderer:
         axes = lm.face_axes(points)
         face = lm.to_face(points, axes)
         current = float(lm.aperture(points))
-        width_change = target.width_scale - 1.0
+        width_scale = float(np.clip(target.width / (lm.mouth_width(points) / lm.eye_distance(points)),
+                                    1 - MAX_WIDTH_CHANGE, 1 + MAX_WIDTH_CHANGE))
         # Aperture is relative to width: the gap must grow with the new width.
-        scaled = MouthTarget(target.aperture * target.width_scale, target.width_scale)
-        moved = self._displace(face, 0.0, width_change, gap_profile=self._gap_profile(face, scaled, current))
+        scaled = MouthTarget(target.aperture * width_scale, target.width)
+        moved = self._displace(face, 0.0, width_scale - 1.0, gap_profile=self._gap_profile(face, scaled, current))
         fence = _fence(points, axes)
         src = np.concatenate([points[self.moving], fence])
         dst = np.concatenate([lm.from_face(moved[self.moving], axes), fence])
