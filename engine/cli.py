@@ -63,20 +63,24 @@ def _demo(out_dir: str) -> int:
     return code
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="heygem", description="Lip-sync narrations onto presenter templates.")
-    commands = parser.add_subparsers(dest="command", required=True)
+def add_commands(commands) -> None:
+    """The engine's subcommands (`render`, `demo`), also mounted by the gateway's `heygem`."""
     render = commands.add_parser("render", help="render one narration onto one or more templates")
     render.add_argument("--audio", required=True, help="narration: wav, mp3, m4a, ogg, flac, ...")
     render.add_argument("--template", action="append", required=True,
                         help="template video or portrait image; repeat for a batch")
     render.add_argument("--out", required=True, help="output directory (output_001.mp4, ...)")
+    render.set_defaults(handler=lambda args: _render(args.audio, args.template, args.out))
     demo = commands.add_parser("demo", help="synthesise a narration and render it onto the bundled portrait")
     demo.add_argument("--out", default=os.path.join(tempfile.gettempdir(), "heygem-demo"))
+    demo.set_defaults(handler=lambda args: _demo(args.out))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="heygem", description="Lip-sync narrations onto presenter templates.")
+    add_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    if args.command == "render":
-        return _render(args.audio, args.template, args.out)
-    return _demo(args.out)
+    return args.handler(args)
 
 
 if __name__ == "__main__":

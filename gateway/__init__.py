@@ -1,0 +1,67 @@
+"""heygem-gateway: the HTTP service that queues lip-sync jobs and serves their videos."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from logging.handlers import RotatingFileHandler
+
+from flask import Flask
+from itsdangerous import URLSafeTimedSerializer
+from prometheus_client import CollectorRegistry
+
+from .config import Settings
+from .store import Store
+from .system import StateCollector
+from .worker import WorkerPool
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and any `extra` fields."""
+
+    RESERVED = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                 "message": record.getMessage()}
+        entry.update({k: v for k, v in record.__dict__.items() if k not in self.RESERVED})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def _configure_logging(settings: Settings) -> None:
+    root = logging.getLogger("heygem")
+    if getattr(root, "_heygem_configured", None) == settings.log_file:
+        return
+    root.handlers.clear()
+    formatter = JsonFormatter()
+    for handler in (logging.StreamHandler(), RotatingFileHandler(settings.log_file, maxBytes=10 * 2**20, backupCount=5)):
+        handler.setFormatter(formatter)
+        root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    root._heygem_configured = settings.log_file
+
+
+def create_app(settings: Settings | None = None, start_workers: bool = True) -> Flask:
+    settings = settings or Settings.from_env()
+    for folder in (settings.data_dir, settings.outputs_dir):
+        os.makedirs(folder, exist_ok=True)
+    _configure_logging(settings)
+    app = Flask(__name__)
+    app.config["SETTINGS"] = settings
+    app.json.sort_keys = False
+    store = Store(settings.database)
+    registry = CollectorRegistry()
+    registry.register(StateCollector(store, settings))
+    workers = WorkerPool(settings, store, registry)
+    app.extensions.update(store=store, registry=registry, workers=workers,
+                          links=URLSafeTimedSerializer(settings.link_secret, salt="heygem-download"))
+
+    from . import downloads, jobs, problems, system
+    problems.register(app)
+    for blueprint in (jobs.bp, downloads.bp, system.bp):
+        app.register_blueprint(blueprint)
+    if start_workers:
+        workers.start()
+    return app

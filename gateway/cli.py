@@ -1,0 +1,83 @@
+"""`heygem`: the engine's commands plus `serve` and `token`."""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+from engine import cli as engine_cli
+
+from .config import Settings
+
+TTL_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _ttl(text: str) -> float:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError("a duration such as 3600, 90m, 12h or 365d")
+    return float(match.group(1)) * TTL_UNITS[match.group(2) or "s"]
+
+
+def _serve(args) -> int:
+    import waitress
+
+    from . import create_app
+
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings = Settings.from_env(**overrides)
+    app = create_app(settings)
+    print(f"heygem-gateway on http://{settings.host}:{settings.port} (data in {settings.data_dir})", flush=True)
+    try:
+        waitress.serve(app, host=settings.host, port=settings.port, threads=16, channel_timeout=120,
+                       ident="heygem-gateway")
+    finally:
+        app.extensions["workers"].shutdown()
+    return 0
+
+
+def _token_create(args) -> int:
+    from .auth import SCOPES, create_token
+
+    unknown = set(args.scope) - set(SCOPES)
+    if unknown:
+        print(f"error: unknown scope {', '.join(sorted(unknown))}; known: {', '.join(SCOPES)}", file=sys.stderr)
+        return 2
+    token, jti = create_token(Settings.from_env(), args.tenant, args.scope or list(SCOPES), args.ttl)
+    print(token)
+    print(f"jti {jti} (revoke with: heygem token revoke {jti})", file=sys.stderr)
+    return 0
+
+
+def _token_revoke(args) -> int:
+    from .store import Store
+
+    Store(Settings.from_env().database).revoke(args.jti)
+    print(f"revoked {args.jti}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="heygem", description="Lip-sync narrations onto presenter templates, "
+                                     "from the command line or as a service.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    engine_cli.add_commands(commands)
+    serve = commands.add_parser("serve", help="run the HTTP service with its worker threads")
+    serve.add_argument("--host", help="default HEYGEM_HOST or 127.0.0.1")
+    serve.add_argument("--port", type=int, help="default HEYGEM_PORT or 8000")
+    serve.set_defaults(handler=_serve)
+    token = commands.add_parser("token", help="issue or revoke API tokens").add_subparsers(dest="action", required=True)
+    create = token.add_parser("create", help="print a signed JWT for a tenant")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--scope", action="append", default=[], help="jobs:read, jobs:write (default: both)")
+    create.add_argument("--ttl", type=_ttl, default=_ttl("365d"), help="lifetime, e.g. 12h or 365d (default 365d)")
+    create.set_defaults(handler=_token_create)
+    revoke = token.add_parser("revoke", help="refuse a token from now on")
+    revoke.add_argument("jti")
+    revoke.set_defaults(handler=_token_revoke)
+    args = parser.parse_args(argv)
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Health, readiness, Prometheus metrics and the OpenAPI document."""
+from __future__ import annotations
+
+import os
+import shutil
+
+from flask import Blueprint, Response, current_app, send_file
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+
+from .problems import Problem
+
+bp = Blueprint("system", __name__)
+OPENAPI = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "openapi.yaml")
+
+
+class StateCollector:
+    """Gauges read from the store at scrape time."""
+
+    def __init__(self, store, settings):
+        self.store, self.settings = store, settings
+
+    def collect(self):
+        queue = GaugeMetricFamily("heygem_queue_depth", "Items waiting to render")
+        queue.add_metric([], self.store.queued_items())
+        jobs = GaugeMetricFamily("heygem_jobs", "Jobs by status", labels=["status"])
+        for status, count in self.store.counts_by_status().items():
+            jobs.add_metric([status], count)
+        disk = GaugeMetricFamily("heygem_disk_free_bytes", "Free space under the data directory")
+        disk.add_metric([], shutil.disk_usage(self.settings.data_dir).free)
+        yield from (queue, jobs, disk)
+
+
+@bp.get("/healthz")
+def healthz():
+    return {"status": "ok"}
+
+
+@bp.get("/readyz")
+def readyz():
+    settings = current_app.config["SETTINGS"]
+    current_app.extensions["store"].queued_items()  # the database answers
+    free_mb = shutil.disk_usage(settings.data_dir).free / 2**20
+    if free_mb < settings.min_free_mb:
+        raise Problem(503, f"low on disk space ({free_mb:.0f} MB free)")
+    if not any(t.is_alive() for t in current_app.extensions["workers"].threads):
+        raise Problem(503, "no worker thread is running")
+    return {"status": "ready"}
+
+
+@bp.get("/metrics")
+def metrics():
+    return Response(generate_latest(current_app.extensions["registry"]), mimetype=CONTENT_TYPE_LATEST)
+
+
+@bp.get("/openapi.yaml")
+def openapi():
+    return send_file(OPENAPI, mimetype="application/yaml")
