@@ -30,6 +30,7 @@ UPPER_FADE = 0.28   # face units above the mouth over which upper-lip motion fad
 SPREAD_GAIN = 0.06  # mouth width change at full spread (+) or rounding (-)
 JAW_NARROWING = 0.06  # corners draw in as the jaw drops
 MAX_WIDTH_CHANGE = 0.2  # a broad smile is narrowed, not undone
+FENCE_MARGIN = 0.12  # face units inside the fence over which motion fades to nothing
 INNER_PAIRS = list(zip(lm.INNER_UPPER[1:-1], lm.INNER_LOWER[1:-1]))
 CORNERS = [lm.MOUTH_RIGHT, lm.MOUTH_LEFT, 78, 308]
 
@@ -57,6 +58,26 @@ def _fence(points: np.ndarray, axes) -> np.ndarray:
     face[:, 1] = np.maximum(face[:, 1], top)
     line = np.stack([np.linspace(face[-1, 0], face[0, 0], 7)[1:-1], np.full(5, top)], axis=1)
     return lm.from_face(np.concatenate([face, line]), axes)
+
+
+def _inside_depth(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Distance of each point from the polygon's outline, negative outside."""
+    a, b = polygon, np.roll(polygon, -1, axis=0)
+    edge = b - a
+    rel = points[:, None, :] - a[None]
+    t = np.clip((rel * edge).sum(-1) / np.maximum((edge * edge).sum(-1), 1e-12), 0, 1)
+    distance = np.linalg.norm(rel - t[..., None] * edge, axis=-1).min(axis=1)
+    # Even-odd rule: a ray to the right crosses the outline an odd number of times from inside.
+    y, x = points[:, 1:2], points[:, 0:1]
+    straddles = (a[None, :, 1] > y) != (b[None, :, 1] > y)
+    cross_x = a[None, :, 0] + (y - a[None, :, 1]) * edge[None, :, 0] / np.where(edge[None, :, 1] == 0, 1e-12, edge[None, :, 1])
+    inside = (straddles & (x < cross_x)).sum(axis=1) % 2 == 1
+    return np.where(inside, distance, -distance)
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return x * x * (3 - 2 * x)
 
 
 class MouthRenderer:
@@ -157,6 +178,10 @@ class MouthRenderer:
         scaled = MouthTarget(target.aperture * width_scale, target.width)
         moved = self._displace(face, 0.0, width_scale - 1.0, gap_profile=self._gap_profile(face, scaled, current))
         fence = _fence(points, axes)
+        # Motion dies out before the fence, whatever this frame's expression: a broad smile lifts
+        # cheek points towards the nose line, and motion there would show as a seam.
+        fade = _inside_depth(face[self.moving], lm.to_face(fence, axes)) / FENCE_MARGIN
+        moved[self.moving] = face[self.moving] + (moved[self.moving] - face[self.moving]) * _smoothstep(fade)[:, None]
         src = np.concatenate([points[self.moving], fence])
         dst = np.concatenate([lm.from_face(moved[self.moving], axes), fence])
         height, width = image.shape[:2]
@@ -166,7 +191,7 @@ class MouthRenderer:
             return image
         box = (int(x0), int(y0), int(x1), int(y1))
         map_x, map_y, covered = affine_maps(src, dst, self._mesh(dst, axes[2]), box)
-        self._smooth_outside_lips(map_x, map_y, dst - (x0, y0), axes[3])
+        self._smooth_outside_lips(map_x, map_y, dst - (x0, y0), axes[3], (x0, y0))
         lips = np.concatenate([src[self.outer_local], dst[self.outer_local]]) - (x0, y0)
         margin = 0.25 * float(lm.mouth_width(points))
         lx0, ly0 = np.maximum(np.floor(lips.min(axis=0) - margin).astype(int), 0)
@@ -181,13 +206,14 @@ class MouthRenderer:
             self._fill_interior(region, inner, target, float(lm.mouth_width(points)))
         return out
 
-    def _smooth_outside_lips(self, map_x: np.ndarray, map_y: np.ndarray, dst: np.ndarray, scale: float) -> None:
+    def _smooth_outside_lips(self, map_x: np.ndarray, map_y: np.ndarray, dst: np.ndarray, scale: float,
+                             origin: tuple[int, int]) -> None:
         """Blur the displacement field away from the lips: a piecewise-affine field kinks at
         triangle edges, which shows as a saw-tooth on strong edges such as the chin's outline.
         The lips keep the exact field, so their outline stays crisp."""
         height, width = map_x.shape
-        grid_x = np.arange(width, dtype=np.float32)[None, :]
-        grid_y = np.arange(height, dtype=np.float32)[:, None]
+        grid_x = np.arange(origin[0], origin[0] + width, dtype=np.float32)[None, :]
+        grid_y = np.arange(origin[1], origin[1] + height, dtype=np.float32)[:, None]
         sigma = max(1.0, 0.035 * scale)
         # The field and the blend weight are smooth, so they are made at a lower resolution:
         # the cost stays the same from 360p to 4K.
@@ -200,6 +226,12 @@ class MouthRenderer:
         radius = max(1, int(round(sigma / step)))
         lips = cv2.dilate(lips, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1)))
         lips = cv2.GaussianBlur(lips, (0, 0), 0.7 * sigma / step).astype(np.float32) / 255.0
+        # The blurred field is faded out towards the fence, so that no motion leaks across it.
+        # (A zero border: beyond the box counts as outside.)
+        inside = np.zeros((size[1] + 2, size[0] + 2), np.uint8)
+        cv2.fillPoly(inside, [np.round((dst[len(self.moving):] / step + 1) * 16).astype(np.int32)], 255, cv2.LINE_8, 4)
+        depth = cv2.distanceTransform(inside, cv2.DIST_L2, 3)[1:-1, 1:-1]
+        field *= np.clip(depth / (2 * sigma / step), 0, 1)[..., None]
         dx, dy, lips = cv2.split(cv2.resize(cv2.merge([field, lips]), (width, height), interpolation=cv2.INTER_LINEAR))
         map_x[:] = lips * map_x + (1 - lips) * (grid_x + dx)
         map_y[:] = lips * map_y + (1 - lips) * (grid_y + dy)

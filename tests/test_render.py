@@ -91,3 +91,27 @@ def test_batch_keeps_going_past_a_bad_template(media, cache_dir, tmp_path):
     assert isinstance(results[1], NoFaceError) and isinstance(results[2], MediaError)
     assert all(not isinstance(r, EngineError) for r in (results[0], results[3]))
     assert sorted(os.listdir(tmp_path / "out")) == ["output_001.mp4", "output_004.mp4"]
+
+
+@pytest.mark.parametrize("openness,width", [(1.0, 0.8), (0.0, 1.25), (0.6, 1.0)])
+def test_no_seam_where_the_moving_region_ends(media, cache_dir, openness, width):
+    """Pixels at the edge of the re-posed region stay the template's own, whatever the mouth
+    does: motion fades out inside it, so there is no visible border."""
+    import cv2
+
+    from engine import prepare_template
+    from engine.media import read_image
+    from engine.renderer import MouthRenderer, MouthTarget, _fence
+
+    track = prepare_template(media["portrait"])
+    renderer = MouthRenderer(track)
+    points = track.points[0]
+    image = read_image(media["portrait"])
+    target = MouthTarget(renderer.closed + openness * (renderer.widest - renderer.closed), renderer.neutral_width * width)
+    out = renderer.render(image.copy(), points, target)
+    fence = _fence(points, lm.face_axes(points)).astype(np.float32)
+    mask = np.zeros(image.shape[:2], np.uint8)
+    cv2.polylines(mask, [np.round(fence).astype(np.int32)], True, 255, 3)
+    change = np.abs(out.astype(int) - image)[mask > 0]
+    assert change.mean() < 1.0 and np.percentile(change, 99) < 16
+    assert np.abs(out.astype(int) - image).max() > 25  # the mouth itself did move
