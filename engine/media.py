@@ -248,7 +248,9 @@ class VideoWriter:
                     data = out.to_ndarray()[:, :keep]
                     out = av.AudioFrame.from_ndarray(np.ascontiguousarray(data), format="fltp", layout=out.layout.name)
                     out.sample_rate = self.audio_rate
-                out.pts = self.audio_samples
+                # Timestamps in samples: the decoder's time base (an MP3's is 1/14112000) would
+                # make them collide after rescaling.
+                out.pts, out.time_base = self.audio_samples, Fraction(1, self.audio_rate)
                 self.audio_samples += keep
                 self.out.mux(self.audio.encode(out))
             if frame is None:

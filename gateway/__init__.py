@@ -58,9 +58,9 @@ def create_app(settings: Settings | None = None, start_workers: bool = True) -> 
     app.extensions.update(store=store, registry=registry, workers=workers,
                           links=URLSafeTimedSerializer(settings.link_secret, salt="heygem-download"))
 
-    from . import downloads, jobs, problems, system
+    from . import downloads, jobs, problems, system, templates
     problems.register(app)
-    for blueprint in (jobs.bp, downloads.bp, system.bp):
+    for blueprint in (jobs.bp, templates.bp, downloads.bp, system.bp):
         app.register_blueprint(blueprint)
     if start_workers:
         workers.start()

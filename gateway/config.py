@@ -31,7 +31,7 @@ class Settings:
     jwt_public_key_file: str = ""          # RS256 instead: PEM public key that verifies tokens
     jwt_issuer: str = "heygem-gateway"
     jwt_audience: str = "heygem-api"
-    workers: int = 1                       # items rendered at once
+    workers: int = 1                       # items rendered at once (0: an external engine renders)
     queue_limit: int = 200                 # items waiting; beyond it new jobs get 429
     max_templates: int = 50
     max_download_mb: int = 500

@@ -54,9 +54,10 @@ def download(token: str):
         return archive(job)
     if not os.path.isfile(target):
         raise Problem(404, "the file has been deleted")
-    if settings.accel_redirect_prefix:  # nginx sends the bytes
+    mimetype = "image/jpeg" if target.endswith(".jpg") else "video/mp4"
+    if settings.accel_redirect_prefix and target.startswith(settings.outputs_dir + os.sep):  # nginx sends the bytes
         relative = os.path.relpath(target, settings.outputs_dir)
         return Response(headers={"X-Accel-Redirect": settings.accel_redirect_prefix.rstrip("/") + "/" + relative,
-                                 "Content-Type": "video/mp4"})
-    return send_file(target, mimetype="video/mp4", as_attachment=False, conditional=True,
+                                 "Content-Type": mimetype})
+    return send_file(target, mimetype=mimetype, as_attachment=False, conditional=True,
                      download_name=os.path.basename(target))

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
+import uuid
 
 from flask import Blueprint, current_app, g, request, url_for
 
@@ -15,6 +17,8 @@ from .store import ITEM_DONE, JOB_STATUSES, QUEUED, RUNNING, Conflict, Job
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1")
 MAX_WAIT = 55.0
+TEMPLATE_ID_PREFIX = "tpl_"
+UPLOAD_PREFIX = "upload:"
 
 
 def _ext(name: str):
@@ -88,7 +92,17 @@ def _validated(body: dict, audio_key: str, templates_key: str) -> dict:
     zip_ = body.get("zip", False)
     if not isinstance(zip_, bool):
         raise Problem(400, "'zip' must be true or false")
-    for url in [audio_url, *templates] + ([callback_url] if callback_url else []):
+    store, tenant = _ext("store"), g.principal.tenant
+    for template in templates:
+        if template.startswith(TEMPLATE_ID_PREFIX):
+            known = store.template(template, tenant)
+            if known is None:
+                raise Problem(400, f"no template {template!r}; upload it with POST /api/v1/templates or give a URL")
+            if known.status != "ready":
+                raise Problem(400, f"template {template!r} was rejected: {known.reason}")
+    urls = [audio_url] if not audio_url.startswith(UPLOAD_PREFIX) else []
+    urls += [t for t in templates if not t.startswith(TEMPLATE_ID_PREFIX)] + ([callback_url] if callback_url else [])
+    for url in urls:
         try:
             check_url(url, settings.allowed_hosts)
         except FetchError as exc:
@@ -97,16 +111,55 @@ def _validated(body: dict, audio_key: str, templates_key: str) -> dict:
             "metadata": metadata, "zip": zip_, "wait_seconds": float(wait)}
 
 
+def _form_body(audio_key: str, templates_key: str) -> tuple[dict, str | None]:
+    """A multipart submission: the narration as the `audio` file, the rest as form fields.
+    The file is kept under the data directory and stands in for `audio_url`."""
+    settings = _settings()
+    upload = request.files.get("audio")
+    if upload is None:
+        raise Problem(400, "a multipart job needs the narration as an 'audio' file (or send JSON with 'audio_url')")
+    upload_id = uuid.uuid4().hex
+    folder = os.path.join(settings.data_dir, "uploads")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, upload_id)
+    upload.save(path)
+    size = os.path.getsize(path)
+    if not 0 < size <= settings.max_download_mb * 2**20:
+        os.remove(path)
+        raise Problem(400 if size == 0 else 413, "the narration file is empty" if size == 0 else
+                      f"the narration is over the {settings.max_download_mb} MB limit")
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    body: dict = {audio_key: UPLOAD_PREFIX + upload_id, templates_key: request.form.getlist(templates_key)}
+    for key in ("callback_url", "wait_seconds", "zip", "metadata"):
+        value = request.form.get(key)
+        if value is None:
+            continue
+        try:
+            body[key] = json.loads(value) if key != "callback_url" else value
+        except ValueError:
+            raise Problem(400, f"'{key}' must be JSON (a number, true/false or an object)")
+    return body, digest
+
+
 def _submit(audio_key: str, templates_key: str):
     settings, store = _settings(), _ext("store")
-    fields = _validated(request.get_json(silent=True), audio_key, templates_key)
+    digest = None
+    if request.mimetype == "multipart/form-data":
+        body, digest = _form_body(audio_key, templates_key)
+    else:
+        body = request.get_json(silent=True)
+    fields = _validated(body, audio_key, templates_key)
     free_mb = shutil.disk_usage(settings.data_dir).free / 2**20
     if free_mb < settings.min_free_mb:
         raise Problem(503, f"the server is low on disk space ({free_mb:.0f} MB free); try again later")
     if store.queued_items() + len(fields["templates"]) > settings.queue_limit:
         raise Problem(429, "the queue is full; try again in a minute", {"Retry-After": "60"})
-    request_hash = hashlib.sha256(json.dumps({k: v for k, v in fields.items() if k != "wait_seconds"},
-                                             sort_keys=True).encode()).hexdigest()
+    # An uploaded narration counts by its content, not by where it was kept.
+    hashed = {k: v for k, v in fields.items() if k != "wait_seconds"}
+    if digest:
+        hashed["audio_url"] = "sha256:" + digest
+    request_hash = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
     try:
         job, created = store.create_job(g.principal.tenant, fields["audio_url"], fields["templates"],
                                         fields["callback_url"], fields["metadata"], fields["zip"],

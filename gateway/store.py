@@ -31,6 +31,12 @@ CREATE TABLE IF NOT EXISTS items (
 );
 CREATE INDEX IF NOT EXISTS items_queue ON items (status, seq, idx);
 CREATE TABLE IF NOT EXISTS revoked (jti TEXT PRIMARY KEY, revoked REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS templates (
+    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, path TEXT NOT NULL,
+    status TEXT NOT NULL, reason TEXT, width INTEGER, height INTEGER, fps REAL, duration REAL,
+    faces INTEGER, thumbnail TEXT, created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS templates_tenant ON templates (tenant, created);
 """
 
 
@@ -64,6 +70,23 @@ class Job:
     cancel_requested: bool
     seq: int
     items: list[Item]
+
+
+@dataclass
+class Template:
+    id: str
+    tenant: str
+    name: str
+    path: str
+    status: str  # ready | rejected
+    reason: str | None
+    width: int | None
+    height: int | None
+    fps: float | None
+    duration: float | None
+    faces: int | None
+    thumbnail: str | None
+    created: float
 
 
 class Conflict(Exception):
@@ -249,6 +272,27 @@ class Store:
         else:
             status = QUEUED if all(s == QUEUED for s in statuses) else RUNNING
             db.execute("UPDATE jobs SET status=?, finished=NULL WHERE id=?", (status, job_id))
+
+    # templates --------------------------------------------------------------------------------
+
+    def add_template(self, template: Template) -> None:
+        values = tuple(template.__dict__.values())
+        self._write(lambda db: db.execute(f"INSERT INTO templates VALUES ({','.join('?' * len(values))})", values))
+
+    def template(self, template_id: str, tenant: str) -> Template | None:
+        row = self._db().execute("SELECT * FROM templates WHERE id=? AND tenant=?", (template_id, tenant)).fetchone()
+        return Template(**dict(row)) if row else None
+
+    def templates(self, tenant: str) -> list[Template]:
+        rows = self._db().execute("SELECT * FROM templates WHERE tenant=? ORDER BY created DESC", (tenant,))
+        return [Template(**dict(row)) for row in rows]
+
+    def delete_template(self, template_id: str) -> None:
+        self._write(lambda db: db.execute("DELETE FROM templates WHERE id=?", (template_id,)))
+
+    def unfinished_jobs(self) -> list[Job]:
+        rows = self._db().execute("SELECT id FROM jobs WHERE status IN (?, ?)", (QUEUED, RUNNING)).fetchall()
+        return [job for row in rows if (job := self.job(row["id"])) is not None]
 
     # tokens -----------------------------------------------------------------------------------
 

@@ -43,7 +43,8 @@ def readyz():
     free_mb = shutil.disk_usage(settings.data_dir).free / 2**20
     if free_mb < settings.min_free_mb:
         raise Problem(503, f"low on disk space ({free_mb:.0f} MB free)")
-    if not any(t.is_alive() for t in current_app.extensions["workers"].threads):
+    workers = current_app.extensions["workers"]
+    if not any(t.is_alive() for t in workers.threads if t.name.startswith("worker-")) and settings.workers > 0:
         raise Problem(503, "no worker thread is running")
     return {"status": "ready"}
 

@@ -1,5 +1,7 @@
 """Background rendering: worker threads take queued items from the store, fetch what they need
-and run the engine; a housekeeping thread removes expired jobs."""
+and run the engine into the outputs directory; a watcher publishes finished files found there
+(ours, or an external engine's that writes into the same directory); a housekeeping thread
+removes expired jobs."""
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +18,8 @@ import engine
 from engine import EngineError
 
 from .fetch import FetchError, fetch
-from .store import CANCELED, FAILED, SUCCEEDED, Item, Job, Store
+from .jobs import TEMPLATE_ID_PREFIX, UPLOAD_PREFIX
+from .store import CANCELED, FAILED, ITEM_DONE, SUCCEEDED, Item, Job, Store
 
 log = logging.getLogger("heygem.worker")
 PROGRESS_INTERVAL = 0.5  # seconds between progress writes
@@ -42,6 +45,10 @@ class WorkerPool:
         self.audio: OrderedDict[str, engine.AudioTrack] = OrderedDict()  # a few jobs' analysed narrations
         self.audio_lock = threading.Lock()
         self.threads: list[threading.Thread] = []
+        # Called with (job, item, path) once per finished video: where uploads to object storage
+        # and result callbacks plug in.
+        self.publishers: list = []
+        self.publish_lock = threading.Lock()
         self.item_seconds = Histogram("heygem_item_seconds", "Time to render one item", ["status"],
                                       buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600), registry=registry)
 
@@ -49,13 +56,12 @@ class WorkerPool:
         requeued = self.store.requeue_interrupted()
         if requeued:
             log.info("requeued interrupted items", extra={"event": "requeue", "items": requeued})
-        for i in range(max(1, self.settings.workers)):
-            thread = threading.Thread(target=self._run, name=f"worker-{i}", daemon=True)
+        loops = [(self._run, f"worker-{i}") for i in range(self.settings.workers)]
+        loops += [(self._watch_loop, "watcher"), (self._sweep_loop, "retention")]
+        for target, name in loops:
+            thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self.threads.append(thread)
-        sweeper = threading.Thread(target=self._sweep_loop, name="retention", daemon=True)
-        sweeper.start()
-        self.threads.append(sweeper)
 
     def shutdown(self, timeout: float = 5.0) -> None:
         self.stop.set()
@@ -85,8 +91,8 @@ class WorkerPool:
         folder = work_dir(self.settings, job.id)
         os.makedirs(folder, exist_ok=True)
         path = os.path.join(folder, "narration")
-        if job.audio_url.startswith("file://"):  # an uploaded narration, already on disk
-            path = job.audio_url[len("file://"):]
+        if job.audio_url.startswith(UPLOAD_PREFIX):  # sent with the job, already on disk
+            path = os.path.join(self.settings.data_dir, "uploads", job.audio_url[len(UPLOAD_PREFIX):])
         elif not os.path.exists(path):
             self._fetch(job.audio_url, path)
         track = engine.analyse_audio(path)
@@ -101,6 +107,11 @@ class WorkerPool:
         return fetch(url, path, settings.allowed_hosts, settings.max_download_mb * 2**20, settings.download_timeout)
 
     def _template(self, job: Job, item: Item) -> str:
+        if item.template.startswith(TEMPLATE_ID_PREFIX):
+            template = self.store.template(item.template, job.tenant)
+            if template is None or not os.path.exists(template.path):
+                raise FetchError(f"template {item.template!r} has been deleted")
+            return template.path
         digest = hashlib.sha256(item.template.encode()).hexdigest()[:16]
         path = os.path.join(work_dir(self.settings, job.id), f"template-{digest}")
         return path if os.path.exists(path) else self._fetch(item.template, path)
@@ -144,9 +155,39 @@ class WorkerPool:
             log.exception("item fault", extra={**fields, "status": FAILED})
             store.finish_item(item, FAILED, error=f"internal error: {exc.__class__.__name__}: {exc}")
             return FAILED
-        store.finish_item(item, SUCCEEDED, output=output)
-        log.info("item succeeded", extra={**fields, "status": SUCCEEDED})
+        self.publish(job, item, output)
         return SUCCEEDED
+
+    def publish(self, job: Job, item: Item, path: str) -> None:
+        """A finished video: run the publishers, then mark the item succeeded (once)."""
+        with self.publish_lock:
+            current = self.store.job(job.id)
+            if current is None or current.items[item.index].status == SUCCEEDED:
+                return
+            for publisher in self.publishers:
+                publisher(job, item, path)
+            self.store.finish_item(item, SUCCEEDED, output=path)
+        log.info("item succeeded", extra={"event": "item", "job": job.id, "tenant": job.tenant,
+                                          "item": item.index, "status": SUCCEEDED, "output": path})
+
+    def watch_once(self) -> int:
+        """Publish finished outputs that appeared for unfinished items; how many."""
+        found = 0
+        for job in self.store.unfinished_jobs():
+            folder = job_dir(self.settings, job)
+            for item in job.items:
+                path = os.path.join(folder, f"output_{item.index + 1:03d}.mp4")
+                if item.status not in ITEM_DONE and os.path.isfile(path):
+                    self.publish(job, item, path)
+                    found += 1
+        return found
+
+    def _watch_loop(self) -> None:
+        while not self.stop.wait(1.0):
+            try:
+                self.watch_once()
+            except Exception:  # noqa: BLE001 - logged; the next pass tries again
+                log.exception("outputs watcher failed")
 
     def remove_job_files(self, job_id: str, tenant: str) -> None:
         shutil.rmtree(os.path.join(self.settings.outputs_dir, tenant, job_id), ignore_errors=True)

@@ -278,3 +278,64 @@ def test_health_metrics_and_spec(service):
     metrics = client.get("/metrics").get_data(as_text=True)
     assert "heygem_queue_depth" in metrics and "heygem_disk_free_bytes" in metrics
     assert client.get("/openapi.yaml").status_code == 200
+
+
+def test_templates_are_analysed_once_and_named_in_jobs(service, files, media):
+    client, settings = service.test_client(), service.config["SETTINGS"]
+    headers = auth(settings)
+    with open(media["h264"], "rb") as handle:
+        uploaded = client.post("/api/v1/templates", headers=headers,
+                               data={"file": (handle, "anna.mp4")}, content_type="multipart/form-data")
+    assert uploaded.status_code == 201, uploaded.get_json()
+    anna = uploaded.get_json()
+    assert anna["status"] == "ready" and (anna["width"], anna["height"]) == (320, 320) and anna["fps"] == 25.0
+    thumbnail = client.get(anna["thumbnail_url"])
+    assert thumbnail.status_code == 200 and thumbnail.mimetype == "image/jpeg"
+    by_url = client.post("/api/v1/templates", headers=headers, json={"url": files["noface"]}).get_json()
+    assert by_url["status"] == "rejected" and "no face" in by_url["reason"]
+    notes = client.post("/api/v1/templates", headers=headers, json={"url": files["text"]})
+    assert notes.status_code == 400 and "not a readable media file" in notes.get_json()["detail"]
+    listed = client.get("/api/v1/templates", headers=headers).get_json()["templates"]
+    assert {t["id"] for t in listed} == {anna["id"], by_url["id"]}
+    assert client.get(f"/api/v1/templates/{anna['id']}", headers=auth(settings, "globex")).status_code == 404
+
+    rejected = client.post("/api/v1/jobs", headers=headers, json={"audio_url": files["speech"], "templates": [by_url["id"]]})
+    assert rejected.status_code == 400 and "rejected" in rejected.get_json()["detail"]
+    job = client.post("/api/v1/jobs", headers=headers, json={"audio_url": files["speech"], "templates": [anna["id"]],
+                                                             "wait_seconds": 55}).get_json()
+    assert job["status"] == "succeeded"
+    assert client.delete(f"/api/v1/templates/{anna['id']}", headers=headers).status_code == 204
+    assert client.get(f"/api/v1/templates/{anna['id']}", headers=headers).status_code == 404
+
+
+def test_narration_uploaded_with_the_job(service, files, media):
+    client, settings = service.test_client(), service.config["SETTINGS"]
+    headers = auth(settings)
+    with open(media["mp3"], "rb") as handle:
+        answer = client.post("/api/v1/jobs", headers={**headers, "Idempotency-Key": "upload-1"}, data={
+            "audio": (handle, "narration.mp3"), "templates": [files["h264"], files["tall"]],
+            "metadata": '{"from": "browser"}', "wait_seconds": "55"}, content_type="multipart/form-data")
+    job = answer.get_json()
+    assert answer.status_code == 200 and job["status"] == "succeeded" and len(job["video_urls"]) == 2
+    assert job["metadata"] == {"from": "browser"}
+    missing = client.post("/api/v1/jobs", headers=headers, data={"templates": [files["h264"]]},
+                          content_type="multipart/form-data")
+    assert missing.status_code == 400 and "'audio' file" in missing.get_json()["detail"]
+
+
+def test_watcher_publishes_what_an_external_engine_writes(tmp_path, files, media):
+    settings = make_settings(tmp_path, workers=0)  # no renderer here: something else writes outputs
+    app = create_app(settings)
+    try:
+        client, headers = app.test_client(), auth(settings)
+        job_id = client.post("/api/v1/jobs", json={"audio_url": files["speech"], "templates": [files["h264"]] * 2},
+                             headers=headers).get_json()["id"]
+        folder = os.path.join(settings.outputs_dir, "acme", job_id)
+        os.makedirs(folder)
+        with open(media["h264"], "rb") as source, open(os.path.join(folder, "output_002.mp4"), "wb") as out:
+            out.write(source.read())
+        time.sleep(2.5)
+        job = client.get(f"/api/v1/jobs/{job_id}", headers=headers).get_json()
+        assert [i["status"] for i in job["items"]] == ["queued", "succeeded"] and job["items"][1]["video_url"]
+    finally:
+        app.extensions["workers"].shutdown()

@@ -39,6 +39,14 @@ def test_output_format(media, cache_dir, tmp_path, name, size, fps):
     assert moov_before_mdat(out)
 
 
+@pytest.mark.parametrize("name", ["mp3", "m4a", "ogg", "flac"])
+def test_narration_formats_are_muxed(media, cache_dir, tmp_path, name):
+    out = str(tmp_path / "out.mp4")
+    result = render(media[name], media["h264"], out)
+    info = probe(out)
+    assert info["acodec"] == "aac" and abs(info["audio_seconds"] - result.duration) < 0.05
+
+
 def test_long_template_is_cut(media, cache_dir, tmp_path):
     out = str(tmp_path / "out.mp4")
     render(media["tone"], media["h264"], out)  # 1.5 s of audio on a 1.6 s template

@@ -1,0 +1,119 @@
+"""/api/v1/templates: presenter templates uploaded (or fetched) once, analysed once, then named
+by id in any number of jobs."""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import uuid
+
+import cv2
+from flask import Blueprint, current_app, g, request
+from werkzeug.utils import secure_filename
+
+import engine
+from engine.media import probe_video, read_frames, read_image
+
+from .auth import require
+from .fetch import FetchError, fetch
+from .jobs import _link, _settings
+from .problems import Problem
+from .store import Template
+
+bp = Blueprint("templates", __name__, url_prefix="/api/v1")
+THUMBNAIL_SIDE = 320
+
+
+def template_dir(settings, tenant: str, template_id: str) -> str:
+    return os.path.join(settings.data_dir, "templates", tenant, template_id)
+
+
+def _thumbnail(path: str, is_image: bool, fps: float, dest: str) -> str | None:
+    image = read_image(path) if is_image else next((frame for _, frame in read_frames(path, fps, 0, 1)), None)
+    if image is None:
+        return None
+    scale = THUMBNAIL_SIDE / max(image.shape[:2])
+    cv2.imwrite(dest, cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA),
+                [cv2.IMWRITE_JPEG_QUALITY, 85])
+    return dest
+
+
+def document(template: Template) -> dict:
+    return {"id": template.id, "name": template.name, "status": template.status, "reason": template.reason,
+            "width": template.width, "height": template.height, "fps": template.fps, "duration": template.duration,
+            "faces": template.faces, "created_at": template.created,
+            "thumbnail_url": _link(template.thumbnail) if template.thumbnail else None}
+
+
+@bp.post("/templates")
+@require("jobs:write")
+def create_template():
+    settings, store = _settings(), current_app.extensions["store"]
+    template_id = "tpl_" + uuid.uuid4().hex[:20]
+    folder = template_dir(settings, g.principal.tenant, template_id)
+    os.makedirs(folder, exist_ok=True)
+    source = os.path.join(folder, "source")
+    try:
+        upload = request.files.get("file")
+        if upload is not None:
+            name = secure_filename(upload.filename or "") or "template"
+            upload.save(source)
+            if os.path.getsize(source) > settings.max_download_mb * 2**20:
+                raise Problem(413, f"the file is over the {settings.max_download_mb} MB limit")
+        else:
+            body = request.get_json(silent=True)
+            url = body.get("url") if isinstance(body, dict) else None
+            if not isinstance(url, str) or not url:
+                raise Problem(400, "send the template as a multipart 'file' or as JSON {\"url\": ...}")
+            name = os.path.basename(url.split("?")[0]) or "template"
+            try:
+                fetch(url, source, settings.allowed_hosts, settings.max_download_mb * 2**20, settings.download_timeout)
+            except FetchError as exc:
+                raise Problem(400, str(exc))
+        if os.path.getsize(source) == 0:
+            raise Problem(400, "the file is empty")
+        status, reason, track = "ready", None, None
+        try:
+            track = engine.prepare_template(source, cache_dir=os.path.join(settings.data_dir, "template-cache"))
+        except engine.NoFaceError as exc:
+            status, reason = "rejected", str(exc).replace("source: ", "")
+        except engine.MediaError as exc:
+            raise Problem(400, f"{name}: {str(exc).replace('source: ', '')}")
+        info = track.info if track else probe_video(source)
+        thumbnail = _thumbnail(source, info.is_image, info.fps, os.path.join(folder, "thumbnail.jpg"))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    template = Template(template_id, g.principal.tenant, name, source, status, reason, info.width, info.height,
+                        info.fps, info.duration if not info.is_image else None,
+                        track.faces_max if track else 0, thumbnail, time.time())
+    store.add_template(template)
+    return document(template), 201
+
+
+@bp.get("/templates")
+@require("jobs:read")
+def list_templates():
+    return {"templates": [document(t) for t in current_app.extensions["store"].templates(g.principal.tenant)]}
+
+
+def _own_template(template_id: str) -> Template:
+    template = current_app.extensions["store"].template(template_id, g.principal.tenant)
+    if template is None:
+        raise Problem(404, f"no template {template_id!r}")
+    return template
+
+
+@bp.get("/templates/<template_id>")
+@require("jobs:read")
+def get_template(template_id: str):
+    return document(_own_template(template_id))
+
+
+@bp.delete("/templates/<template_id>")
+@require("jobs:write")
+def delete_template(template_id: str):
+    template = _own_template(template_id)
+    current_app.extensions["store"].delete_template(template.id)
+    shutil.rmtree(template_dir(_settings(), template.tenant, template.id), ignore_errors=True)
+    return "", 204
