@@ -20,6 +20,20 @@ def _secret(data_dir: str) -> str:
         return handle.read().strip()
 
 
+def _read_config_file(path: str) -> dict[str, str]:
+    values = {}
+    with open(path) as handle:
+        for number, line in enumerate(handle, 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            key, sep, value = line.partition("=")
+            if not sep or not key.strip().startswith("HEYGEM_"):
+                raise ValueError(f"{path}:{number}: expected HEYGEM_NAME=value")
+            values[key.strip()] = value.strip().strip('"')
+    return values
+
+
 @dataclass
 class Settings:
     data_dir: str = "data"                 # SQLite database, downloads, secret
@@ -46,7 +60,11 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: dict | None = None, **overrides) -> "Settings":
-        env = os.environ if env is None else env
+        """Settings from HEYGEM_* variables; HEYGEM_CONFIG may name a file of the same
+        `HEYGEM_NAME=value` lines (# comments allowed), which the environment overrides."""
+        env = dict(os.environ if env is None else env)
+        if env.get("HEYGEM_CONFIG"):
+            env = {**_read_config_file(env["HEYGEM_CONFIG"]), **env}
         values = {}
         for spec in fields(cls):
             raw = env.get("HEYGEM_" + spec.name.upper())

@@ -339,3 +339,65 @@ def test_watcher_publishes_what_an_external_engine_writes(tmp_path, files, media
         assert [i["status"] for i in job["items"]] == ["queued", "succeeded"] and job["items"][1]["video_url"]
     finally:
         app.extensions["workers"].shutdown()
+
+
+def test_queue_limit_disk_space_and_retention(tmp_path, files):
+    settings = make_settings(tmp_path, queue_limit=2)
+    app = create_app(settings, start_workers=False)
+    client, headers = app.test_client(), auth(settings)
+    body = {"audio_url": files["speech"], "templates": [files["h264"]] * 2}
+    first = client.post("/api/v1/jobs", json=body, headers=headers)
+    assert first.status_code == 202
+    full = client.post("/api/v1/jobs", json=body, headers=headers)
+    assert full.status_code == 429 and full.headers["Retry-After"] == "60"
+    settings.min_free_mb = 10**9
+    low = client.post("/api/v1/jobs", json=body, headers=headers)
+    assert low.status_code == 503 and "disk space" in low.get_json()["detail"]
+    assert client.get("/readyz").status_code == 503
+    job_id = first.get_json()["id"]
+    client.post(f"/api/v1/jobs/{job_id}/cancel", headers=headers)
+    workers = app.extensions["workers"]
+    assert workers.sweep() == 0  # newer than the retention period
+    settings.retention_days = 0
+    assert workers.sweep() == 1 and client.get(f"/api/v1/jobs/{job_id}", headers=headers).status_code == 404
+
+
+def test_rs256_tokens_and_config_file(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public = tmp_path / "public.pem"
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                      serialization.PublicFormat.SubjectPublicKeyInfo))
+    config = tmp_path / "heygem.conf"
+    config.write_text(f"# gateway settings\nHEYGEM_JWT_PUBLIC_KEY_FILE={public}\nHEYGEM_JWT_AUDIENCE=dify\n"
+                      "HEYGEM_WORKERS=3\n")
+    settings = Settings.from_env(env={"HEYGEM_CONFIG": str(config), "HEYGEM_WORKERS": "2",
+                                      "HEYGEM_DATA_DIR": str(tmp_path / "data")})
+    assert settings.workers == 2 and settings.jwt_audience == "dify"  # the environment wins over the file
+    client = create_app(settings, start_workers=False).test_client()
+    now = int(time.time())
+    claims = {"sub": "acme", "scope": "jobs:read", "iss": settings.jwt_issuer, "aud": "dify", "exp": now + 60}
+    signed = jwt.encode(claims, key, algorithm="RS256")
+    assert client.get("/api/v1/jobs", headers={"Authorization": f"Bearer {signed}"}).status_code == 200
+    # Algorithm confusion: an HS256 token keyed with the public key's text is refused.
+    forged = jwt.encode(claims, "not-the-key" * 4, algorithm="HS256")
+    assert client.get("/api/v1/jobs", headers={"Authorization": f"Bearer {forged}"}).status_code == 401
+
+
+def test_links_expire_and_nginx_can_send_files(tmp_path, files, monkeypatch):
+    monkeypatch.setenv("HEYGEM_CACHE_DIR", str(tmp_path / "cache"))
+    settings = make_settings(tmp_path, accel_redirect_prefix="/protected/")
+    app = create_app(settings)
+    try:
+        client, headers = app.test_client(), auth(settings)
+        job = client.post("/api/v1/jobs", headers=headers, json={"audio_url": files["speech"], "templates": [files["h264"]],
+                                                                 "wait_seconds": 55}).get_json()
+        sent = client.get(job["video_urls"][0])
+        assert sent.headers["X-Accel-Redirect"] == f"/protected/acme/{job['id']}/output_001.mp4" and not sent.data
+        settings.link_ttl = -1
+        expired = client.get(job["video_urls"][0])
+        assert expired.status_code == 410 and "expired" in expired.get_json()["detail"]
+    finally:
+        app.extensions["workers"].shutdown()
