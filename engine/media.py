@@ -221,6 +221,7 @@ class VideoWriter:
         self.video.width, self.video.height = self.size
         self.video.pix_fmt = "yuv420p"
         self.video.options = {"crf": str(crf), "preset": preset}
+        self.video.codec_context.thread_type = "FRAME"  # as the ffmpeg command line runs x264
         self.fps = fps
         self.frames_written = 0
         self.audio_in = _open(audio_path)
