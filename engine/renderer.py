@@ -30,6 +30,7 @@ UPPER_FADE = 0.28   # face units above the mouth over which upper-lip motion fad
 SPREAD_GAIN = 0.06  # mouth width change at full spread (+) or rounding (-)
 JAW_NARROWING = 0.06  # corners draw in as the jaw drops
 MAX_WIDTH_CHANGE = 0.2  # a broad smile is narrowed, not undone
+CREASE_SHADE = 0.7  # closed lips' crease against the lips' colour
 FENCE_MARGIN = 0.12  # face units inside the fence over which motion fades to nothing
 INNER_PAIRS = list(zip(lm.INNER_UPPER[1:-1], lm.INNER_LOWER[1:-1]))
 CORNERS = [lm.MOUTH_RIGHT, lm.MOUTH_LEFT, 78, 308]
@@ -204,7 +205,31 @@ class MouthRenderer:
         new_gap = float(np.linalg.norm(inner[5] - inner[len(lm.INNER_UPPER) + 4]))  # 13 vs 14
         if new_gap > 0.6 and current < 0.6 * target.aperture:
             self._fill_interior(region, inner, target, float(lm.mouth_width(points)))
+        elif new_gap < 1.5 and current > 0.05:
+            self._seal_lips(region, inner)
         return out
+
+    @staticmethod
+    def _seal_lips(region: np.ndarray, inner: np.ndarray) -> None:
+        """A mouth closed from open leaves the squeezed remains of its inside between the lips
+        (a jagged dark line with glints of teeth). Real closed lips meet in a soft, even crease:
+        paint that, in the lips' own colour darkened."""
+        height, width = region.shape[:2]
+        x0, y0 = np.maximum(np.floor(inner.min(axis=0)).astype(int) - 3, 0)
+        x1, y1 = np.minimum(np.ceil(inner.max(axis=0)).astype(int) + 4, (width, height))
+        if x1 <= x0 or y1 <= y0:
+            return
+        mouth = region[y0:y1, x0:x1]
+        line = inner - (x0, y0)
+        crease = np.zeros(mouth.shape[:2], np.uint8)
+        cv2.polylines(crease, [np.round(line * 16).astype(np.int32)], True, 255, 2, cv2.LINE_AA, 4)
+        cv2.fillPoly(crease, [np.round(line * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+        lips = cv2.dilate(crease, np.ones((5, 5), np.uint8)) & ~cv2.dilate(crease, np.ones((3, 3), np.uint8))
+        if not lips.any():
+            return
+        colour = np.median(mouth[lips > 0], axis=0) * CREASE_SHADE
+        alpha = (cv2.GaussianBlur(crease, (0, 0), 0.6).astype(np.float32) / 255.0)[..., None]
+        mouth[:] = (mouth * (1 - alpha) + colour * alpha).astype(np.uint8)
 
     def _smooth_outside_lips(self, map_x: np.ndarray, map_y: np.ndarray, dst: np.ndarray, scale: float,
                              origin: tuple[int, int]) -> None:
