@@ -116,7 +116,7 @@ def evaluate_render(output: str, template: str | None = None, sheet: str | None 
         track = prepare_template(template)
         squared, count, sharp_out, sharp_tpl = 0.0, 0, [], []
         frames = template_frames(track, len(points))
-        for (k, image), (reference, ref_points) in zip(read_frames(output, fps), frames):
+        for (_, image), (reference, ref_points) in zip(read_frames(output, fps), frames):
             reference = reference[:image.shape[0], :image.shape[1]]
             if np.isnan(ref_points[0, 0]):
                 continue

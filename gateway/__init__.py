@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from logging.handlers import RotatingFileHandler
 
-from flask import Flask
+from flask import Flask, g, request
 from itsdangerous import URLSafeTimedSerializer
 from prometheus_client import CollectorRegistry
 
@@ -62,6 +63,20 @@ def create_app(settings: Settings | None = None, start_workers: bool = True) -> 
     problems.register(app)
     for blueprint in (jobs.bp, templates.bp, downloads.bp, system.bp):
         app.register_blueprint(blueprint)
+    access = logging.getLogger("heygem.access")
+
+    @app.before_request
+    def _clock() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def _log_request(response):
+        principal = g.get("principal")
+        access.info("request", extra={"event": "request", "method": request.method, "path": request.path,
+                                      "status": response.status_code, "tenant": principal.tenant if principal else None,
+                                      "ms": round((time.perf_counter() - g.get("started", time.perf_counter())) * 1000, 1)})
+        return response
+
     if start_workers:
         workers.start()
     return app

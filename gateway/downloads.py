@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import os
 
-from flask import Blueprint, Response, current_app, g, send_file
+from flask import Blueprint, Response, current_app, send_file
 from itsdangerous import BadSignature, SignatureExpired
 from zipstream import ZIP_STORED, ZipStream
 
