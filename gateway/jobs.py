@@ -61,7 +61,7 @@ def job_document(job: Job) -> dict:
         "video_urls": [entry["video_url"] for entry in items if entry["video_url"]],
         "archive_url": None,
     }
-    if finished and document["video_urls"]:
+    if job.zip and finished and document["video_urls"]:
         document["archive_url"] = _link(f"archive:{job.id}")
     return document
 

@@ -117,6 +117,7 @@ def test_wait_seconds_answers_when_done_and_generate_batch_alias(service, files)
     answer = client.post("/api/v1/generate-batch", headers=headers, json={
         "audio_url": files["speech"], "video_templates": [files["h264"]], "wait_seconds": 55})
     assert answer.status_code == 200 and answer.get_json()["status"] == "succeeded"
+    assert answer.get_json()["archive_url"] is None  # no ZIP asked for
 
 
 def test_idempotency(service, files):
