@@ -4,8 +4,7 @@ Language independent: the track comes from the spectrum, not from recognised wor
 opening follows the loudness of the vowel band (250-2500 Hz, where the first two formants live),
 measured against the recording's own noise floor and speech level, so pauses and the silent
 closure of p/b/m read as a closed mouth, and nasals (m, n) and fricatives (s, f), whose energy
-sits outside that band, read as nearly closed. Lip spreading versus rounding follows the centroid
-of the second-formant band: high for "ee", low for "oo". Measured choices are in the README.
+sits outside that band, read as nearly closed. Measured choices are in the README.
 """
 from __future__ import annotations
 
@@ -29,12 +28,10 @@ LEAD_SECONDS = 0.03
 
 @dataclass(frozen=True)
 class MouthTrack:
-    """Per-video-frame mouth targets: openness 0 (closed) .. 1 (this speaker's widest), spread -1
-    (rounded) .. 1 (spread)."""
+    """Per-video-frame mouth openness: 0 (closed) .. 1 (this speaker's widest)."""
 
     fps: float
     openness: np.ndarray
-    spread: np.ndarray
 
     def __len__(self) -> int:
         return len(self.openness)
@@ -47,7 +44,6 @@ class AudioTrack:
     path: str
     duration: float
     openness: np.ndarray
-    spread: np.ndarray
     rms_db: np.ndarray
 
     def frame_count(self, fps: float) -> int:
@@ -63,8 +59,7 @@ class AudioTrack:
                       0, len(self.openness) - 1)
         window = self.openness[idx]
         openness = 0.6 * window.mean(axis=1) + 0.4 * window.min(axis=1)
-        spread = self.spread[idx].mean(axis=1)
-        return MouthTrack(fps, openness.astype(np.float32), spread.astype(np.float32))
+        return MouthTrack(fps, openness.astype(np.float32))
 
 
 def _power_spectrogram(pcm: np.ndarray) -> np.ndarray:
@@ -86,8 +81,8 @@ def _db(x: np.ndarray) -> np.ndarray:
     return 10.0 * np.log10(x + 1e-10)
 
 
-def mouth_features(pcm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(openness, spread, rms_db) at 100 Hz from 16 kHz mono samples."""
+def mouth_features(pcm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(openness, rms_db) at 100 Hz from 16 kHz mono samples."""
     power = _power_spectrogram(pcm)
     vowel_db = _db(_band(power, 250, 2500).sum(axis=1))
     rms_db = _db(_band(power, 80, 7500).sum(axis=1))
@@ -103,18 +98,7 @@ def mouth_features(pcm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]
         openness = gaussian_filter1d(openness, 1.5)
         # Short dips (stop closures) survive the smoothing.
         openness = np.minimum(openness, minimum_filter1d(gaussian_filter1d(openness, 0.7), 3) + 0.15)
-
-    f2_band = _band(power, 900, 3200)
-    freqs = np.linspace(900, 3200, f2_band.shape[1])
-    centroid = np.log((f2_band * freqs).sum(axis=1) / (f2_band.sum(axis=1) + 1e-10) + 1.0)
-    voiced = openness > 0.15
-    if voiced.sum() > 10:
-        mean, std = centroid[voiced].mean(), centroid[voiced].std() + 1e-6
-        spread = np.tanh((centroid - mean) / (1.5 * std)) * np.clip(openness / 0.3, 0.0, 1.0)
-        spread = gaussian_filter1d(spread, 3.0)
-    else:
-        spread = np.zeros(len(openness))
-    return openness.astype(np.float32), spread.astype(np.float32), rms_db.astype(np.float32)
+    return openness.astype(np.float32), rms_db.astype(np.float32)
 
 
 def analyse_audio(path: str, max_seconds: float = DEFAULT_MAX_SECONDS) -> AudioTrack:
@@ -127,5 +111,5 @@ def analyse_audio(path: str, max_seconds: float = DEFAULT_MAX_SECONDS) -> AudioT
     if duration > max_seconds:
         raise AudioError(f"{name}: the narration lasts {duration / 60:.1f} min, over the {max_seconds / 60:.0f} min limit; "
                          "split it into shorter parts")
-    openness, spread, rms_db = mouth_features(pcm)
-    return AudioTrack(path, duration, openness, spread, rms_db)
+    openness, rms_db = mouth_features(pcm)
+    return AudioTrack(path, duration, openness, rms_db)

@@ -124,7 +124,7 @@ def _rendered(renderer: MouthRenderer, mouth: MouthTrack, frames: Iterator[tuple
     def one(k: int, image: np.ndarray, points: np.ndarray) -> np.ndarray:
         if np.isnan(points[0, 0]):
             return image
-        return renderer.render(image, points, renderer.target(float(mouth.openness[k]), float(mouth.spread[k])))
+        return renderer.render(image, points, renderer.target(float(mouth.openness[k])))
 
     with ThreadPoolExecutor(workers, thread_name_prefix="render") as pool:
         pending: deque = deque()

@@ -27,7 +27,6 @@ cv2.setNumThreads(1)
 LOWER_SHARE = 0.78
 FENCE_SCALE = 1.28  # jaw outline scaled about the mouth centre: where the mesh is pinned
 UPPER_FADE = 0.28   # face units above the mouth over which upper-lip motion fades out
-SPREAD_GAIN = 0.06  # mouth width change at full spread (+) or rounding (-)
 JAW_NARROWING = 0.06  # corners draw in as the jaw drops
 MAX_WIDTH_CHANGE = 0.2  # a broad smile is narrowed, not undone
 CREASE_SHADE = 0.7  # closed lips' crease against the lips' colour
@@ -131,9 +130,9 @@ class MouthRenderer:
         inside = inner[triangles].all(axis=1)
         return np.concatenate([triangles[inside], triangles[~inside]])
 
-    def target(self, openness: float, spread: float) -> MouthTarget:
+    def target(self, openness: float) -> MouthTarget:
         aperture = self.closed + OPENING_GAIN * openness * (self.widest - self.closed)
-        return MouthTarget(aperture, self.neutral_width * (1.0 + SPREAD_GAIN * spread - JAW_NARROWING * openness))
+        return MouthTarget(aperture, self.neutral_width * (1.0 - JAW_NARROWING * openness))
 
     def _displace(self, face: np.ndarray, gap_change: float, width_change: float,
                   gap_profile: np.ndarray | None = None) -> np.ndarray:
