@@ -33,7 +33,7 @@ CREASE_SHADE = 0.7  # closed lips' crease against the lips' colour
 # Full narration openness reaches this share of the widest opening the template shows (its 95th
 # percentile): the loudness envelope sits near its top through much of speech, a mouth does not.
 # Cross-reconstruction M-LMD ratio at 1.0 / 0.85 / 0.8 / 0.7: face_2 0.84/0.76/0.77/0.79,
-# KatieHill 0.84/0.83/0.82/0.82, face_3 0.71/0.69/0.69/0.70.
+# KatieHill 0.84/0.83/0.82/0.82, face_3 0.71/0.69/0.69/0.70 (measured with the spread cue, since dropped).
 OPENING_GAIN = 0.8
 SHAPE_PULL = 0.75  # share of the way from the frame's own lower face to the person's usual one
 FENCE_MARGIN = 0.12  # face units inside the fence over which motion fades to nothing
