@@ -70,6 +70,11 @@ def probe_video(path: str) -> VideoInfo:
         width, height = stream.codec_context.width, stream.codec_context.height
         if not width or not height:
             raise MediaError(f"{os.path.basename(path)}: video stream has no picture size")
+        # A phone video stored sideways carries a display rotation: report the size it is shown at
+        # (frames are turned upright when read).
+        first = next(container.decode(stream), None)
+        if first is not None and _quarter_turns(first) % 2:
+            width, height = height, width
         return VideoInfo(width, height, fps, duration, False)
 
 
@@ -80,10 +85,14 @@ def _to_bgr(frame: av.VideoFrame) -> np.ndarray:
         image = cv2.cvtColor(frame.to_ndarray(), cv2.COLOR_YUV2BGR_I420)
     else:
         image = frame.to_ndarray(format="bgr24")
-    rotation = getattr(frame, "rotation", 0) or 0
     # Phone videos carry a display rotation; show the picture upright, as players do.
-    turns = int(round(rotation / 90.0)) % 4
+    turns = _quarter_turns(frame)
     return np.ascontiguousarray(np.rot90(image, turns)) if turns else image
+
+
+def _quarter_turns(frame: av.VideoFrame) -> int:
+    """Counter-clockwise quarter turns that show the frame upright."""
+    return int(round((getattr(frame, "rotation", 0) or 0) / 90.0)) % 4
 
 
 def read_frames(path: str, fps: float, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:

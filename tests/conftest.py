@@ -9,6 +9,7 @@ from fractions import Fraction
 
 import av
 import cv2
+import imageio_ffmpeg
 import numpy as np
 import pytest
 from scipy.io import wavfile
@@ -100,6 +101,11 @@ def media(tmp_path_factory):
     files["vfr"] = write_video(str(root / "clip_vfr.mp4"), clip, 30.0, pts=[int(x) for x in times])
     tall = [cv2.copyMakeBorder(f, 120, 120, 0, 0, cv2.BORDER_REPLICATE) for f in clip[:20]]
     files["tall"] = write_video(str(root / "clip_tall.mp4"), tall, 25.0)
+    # A phone video: frames stored sideways, shown upright by its display rotation.
+    sideways = write_video(str(root / "sideways.mp4"), [cv2.rotate(f, cv2.ROTATE_90_CLOCKWISE) for f in tall], 25.0)
+    files["rotated"] = str(root / "clip_rotated.mp4")
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-loglevel", "error", "-display_rotation", "90", "-i", sideways,
+                    "-c", "copy", files["rotated"]], check=True)
     rng = np.random.default_rng(0)
     noise = [cv2.GaussianBlur(rng.integers(0, 255, (240, 320, 3), dtype=np.uint8), (0, 0), 4) for _ in range(10)]
     files["noface"] = write_video(str(root / "noface.mp4"), noise, 25.0)

@@ -26,6 +26,7 @@ def moov_before_mdat(path):
 @pytest.mark.parametrize("name,size,fps", [("h264", (320, 320), 25.0), ("hevc", (320, 320), 25.0),
                                            ("mpeg4", (320, 320), 25.0), ("vfr", (320, 320), 30.0),
                                            ("fps60", (320, 320), 60.0), ("tall", (320, 560), 25.0),
+                                           ("rotated", (320, 560), 25.0),
                                            ("portrait", (512, 512), 25.0)])
 def test_output_format(media, cache_dir, tmp_path, name, size, fps):
     narration = analyse_audio(media["speech"])
