@@ -13,12 +13,10 @@ from flask import Blueprint, current_app, g, request, url_for
 from .auth import require
 from .fetch import FetchError, check_url
 from .problems import Problem
-from .store import ITEM_DONE, JOB_STATUSES, QUEUED, RUNNING, Conflict, Job
+from .store import ITEM_DONE, JOB_STATUSES, QUEUED, RUNNING, TEMPLATE_ID_PREFIX, UPLOAD_PREFIX, Conflict, Job
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1")
 MAX_WAIT = 55.0
-TEMPLATE_ID_PREFIX = "tpl_"
-UPLOAD_PREFIX = "upload:"
 
 
 def _ext(name: str):

@@ -13,6 +13,10 @@ from dataclasses import dataclass
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, PARTIAL = "queued", "running", "succeeded", "failed", "canceled", "partial"
 ITEM_DONE = (SUCCEEDED, FAILED, CANCELED)
 JOB_STATUSES = (QUEUED, RUNNING, SUCCEEDED, PARTIAL, FAILED, CANCELED)
+# How a job's stored sources name things that are not URLs: a template kept by the service, a
+# narration uploaded with the job.
+TEMPLATE_ID_PREFIX = "tpl_"
+UPLOAD_PREFIX = "upload:"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (

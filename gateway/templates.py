@@ -18,7 +18,7 @@ from .auth import require
 from .fetch import FetchError, fetch
 from .jobs import _link, _settings
 from .problems import Problem
-from .store import Template
+from .store import TEMPLATE_ID_PREFIX, Template
 
 bp = Blueprint("templates", __name__, url_prefix="/api/v1")
 THUMBNAIL_SIDE = 320
@@ -49,7 +49,7 @@ def document(template: Template) -> dict:
 @require("jobs:write")
 def create_template():
     settings, store = _settings(), current_app.extensions["store"]
-    template_id = "tpl_" + uuid.uuid4().hex[:20]
+    template_id = TEMPLATE_ID_PREFIX + uuid.uuid4().hex[:20]
     folder = template_dir(settings, g.principal.tenant, template_id)
     os.makedirs(folder, exist_ok=True)
     source = os.path.join(folder, "source")

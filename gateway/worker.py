@@ -18,8 +18,7 @@ import engine
 from engine import EngineError
 
 from .fetch import FetchError, fetch
-from .jobs import TEMPLATE_ID_PREFIX, UPLOAD_PREFIX
-from .store import CANCELED, FAILED, ITEM_DONE, SUCCEEDED, Item, Job, Store
+from .store import CANCELED, FAILED, ITEM_DONE, SUCCEEDED, TEMPLATE_ID_PREFIX, UPLOAD_PREFIX, Item, Job, Store
 
 log = logging.getLogger("heygem.worker")
 PROGRESS_INTERVAL = 0.5  # seconds between progress writes
