@@ -81,6 +81,16 @@ def _inside_depth(points: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     return np.where(inside, distance, -distance)
 
 
+def _around(region: np.ndarray, polygon: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The part of `region` around a polygon (a view) and the polygon in its coordinates."""
+    height, width = region.shape[:2]
+    x0, y0 = np.maximum(np.floor(polygon.min(axis=0)).astype(int) - margin, 0)
+    x1, y1 = np.minimum(np.ceil(polygon.max(axis=0)).astype(int) + margin + 1, (width, height))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return region[y0:y1, x0:x1], polygon - (x0, y0)
+
+
 def _smoothstep(x: np.ndarray) -> np.ndarray:
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3 - 2 * x)
@@ -228,13 +238,10 @@ class MouthRenderer:
         """A mouth closed from open leaves the squeezed remains of its inside between the lips
         (a jagged dark line with glints of teeth). Real closed lips meet in a soft, even crease:
         paint that, in the lips' own colour darkened."""
-        height, width = region.shape[:2]
-        x0, y0 = np.maximum(np.floor(inner.min(axis=0)).astype(int) - 3, 0)
-        x1, y1 = np.minimum(np.ceil(inner.max(axis=0)).astype(int) + 4, (width, height))
-        if x1 <= x0 or y1 <= y0:
+        found = _around(region, inner, 3)
+        if found is None:
             return
-        mouth = region[y0:y1, x0:x1]
-        line = inner - (x0, y0)
+        mouth, line = found
         crease = np.zeros(mouth.shape[:2], np.uint8)
         cv2.polylines(crease, [np.round(line * 16).astype(np.int32)], True, 255, 2, cv2.LINE_AA, 4)
         cv2.fillPoly(crease, [np.round(line * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
@@ -278,20 +285,16 @@ class MouthRenderer:
     def _fill_interior(self, region: np.ndarray, inner: np.ndarray, target: MouthTarget, mouth_px: float) -> None:
         """Paint the opening's inside: a real open mouth of this speaker when the template has one
         wide enough, else a synthesised one."""
-        # Only the opening's bounding box is touched.
-        height, width = region.shape[:2]
-        x0, y0 = np.maximum(np.floor(inner.min(axis=0)).astype(int) - 2, 0)
-        x1, y1 = np.minimum(np.ceil(inner.max(axis=0)).astype(int) + 3, (width, height))
-        if x1 <= x0 or y1 <= y0:
+        found = _around(region, inner, 2)  # only the opening's bounding box is touched
+        if found is None:
             return
-        mouth = region[y0:y1, x0:x1]
-        inner = inner - (x0, y0)
+        mouth, inner = found
         samples = [s for s in self.track.library if s.aperture >= 0.55 * target.aperture]
         if samples:
             sample = min(samples, key=lambda s: abs(np.log(s.aperture / max(target.aperture, 1e-3))))
             src = np.concatenate([sample.inner, sample.inner.mean(axis=0, keepdims=True)])
             dst = np.concatenate([inner, inner.mean(axis=0, keepdims=True)])
-            inside, _ = warp_region(sample.image, src, dst, self.fan, (0, 0, x1 - x0, y1 - y0))
+            inside, _ = warp_region(sample.image, src, dst, self.fan, (0, 0, mouth.shape[1], mouth.shape[0]))
         else:
             light = float(np.clip(cv2.cvtColor(region, cv2.COLOR_BGR2GRAY).mean() / 150.0, 0.5, 1.2))
             inside = synthesize_interior(mouth.shape[:2], inner, mouth_px, light)
