@@ -52,12 +52,15 @@ def download(token: str):
         if job is None:
             raise Problem(404, "the job has been deleted")
         return archive(job)
-    if not os.path.isfile(target):
+    kind, _, relative = target.partition(":")
+    base = {"output": settings.outputs_dir, "data": settings.data_dir}.get(kind)
+    root = os.path.realpath(base) if base else ""
+    path = os.path.realpath(os.path.join(root, relative)) if base else ""
+    if not base or not path.startswith(root + os.sep) or not os.path.isfile(path):
         raise Problem(404, "the file has been deleted")
-    mimetype = "image/jpeg" if target.endswith(".jpg") else "video/mp4"
-    if settings.accel_redirect_prefix and target.startswith(settings.outputs_dir + os.sep):  # nginx sends the bytes
-        relative = os.path.relpath(target, settings.outputs_dir)
-        return Response(headers={"X-Accel-Redirect": settings.accel_redirect_prefix.rstrip("/") + "/" + relative,
-                                 "Content-Type": mimetype})
-    return send_file(target, mimetype=mimetype, as_attachment=False, conditional=True,
-                     download_name=os.path.basename(target))
+    mimetype = "image/jpeg" if path.endswith(".jpg") else "video/mp4"
+    if settings.accel_redirect_prefix and kind == "output":  # nginx sends the bytes
+        return Response(headers={"X-Accel-Redirect": settings.accel_redirect_prefix.rstrip("/") + "/"
+                                 + os.path.relpath(path, root), "Content-Type": mimetype})
+    return send_file(path, mimetype=mimetype, as_attachment=False, conditional=True,
+                     download_name=os.path.basename(path))

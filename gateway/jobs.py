@@ -27,9 +27,16 @@ def _settings():
     return current_app.config["SETTINGS"]
 
 
-def _link(path: str) -> str:
+def _link(target: str) -> str:
+    """A signed, expiring link to a file under the service's folders (named relative to them, so
+    links do not show server paths) or to `archive:<job id>`."""
     settings = _settings()
-    token = _ext("links").dumps(path)
+    if not target.startswith("archive:"):
+        for kind, base in (("output", settings.outputs_dir), ("data", settings.data_dir)):
+            if target.startswith(base + os.sep):
+                target = f"{kind}:{os.path.relpath(target, base)}"
+                break
+    token = _ext("links").dumps(target)
     if settings.public_url:
         return settings.public_url.rstrip("/") + url_for("downloads.download", token=token)
     return url_for("downloads.download", token=token, _external=True)

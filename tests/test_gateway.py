@@ -402,3 +402,13 @@ def test_links_expire_and_nginx_can_send_files(tmp_path, files, monkeypatch):
         assert expired.status_code == 410 and "expired" in expired.get_json()["detail"]
     finally:
         app.extensions["workers"].shutdown()
+
+
+def test_links_do_not_show_server_paths(service, files):
+    client, settings = service.test_client(), service.config["SETTINGS"]
+    job = client.post("/api/v1/jobs", headers=auth(settings), json={
+        "audio_url": files["speech"], "templates": [files["h264"]], "wait_seconds": 55}).get_json()
+    token = job["video_urls"][0].rsplit("/", 1)[1]
+    assert settings.data_dir not in service.extensions["links"].loads(token)
+    forged = service.extensions["links"].dumps("output:../../../../etc/passwd")
+    assert client.get(f"/download/{forged}").status_code == 404
