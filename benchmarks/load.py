@@ -41,46 +41,43 @@ def main() -> int:
     lock = threading.Lock()
     stop = time.monotonic() + args.seconds
 
+    def timed(kind: str, samples: list, expected: int, call) -> tuple[dict | None, float]:
+        """(answer JSON, ms) of one request; a failure or an unexpected status counts as an error."""
+        started = time.perf_counter()
+        try:
+            answer = call()
+        except requests.RequestException as exc:
+            with lock:
+                errors.append(f"{kind} {exc.__class__.__name__}")
+            return None, 0.0
+        elapsed = (time.perf_counter() - started) * 1000
+        with lock:
+            samples.append(elapsed)
+            if answer.status_code != expected:
+                errors.append(f"{kind} {answer.status_code}")
+                return None, elapsed
+        return answer.json(), elapsed
+
     def client() -> None:
         session = requests.Session()
-        mine: list[str] = []
         while time.monotonic() < stop:
-            started = time.perf_counter()
-            try:
-                answer = session.post(gateway.url + "/api/v1/jobs", json=body, headers=headers, timeout=30)
-                elapsed = (time.perf_counter() - started) * 1000
-                with lock:
-                    submit_ms.append(elapsed)
-                    if answer.status_code != 202:
-                        errors.append(f"submit {answer.status_code}")
-                        continue
-                    submitted.append(answer.json()["id"])
-                mine.append(answer.json()["id"])
-            except requests.RequestException as exc:
-                with lock:
-                    errors.append(f"submit {exc.__class__.__name__}")
+            job, _ = timed("submit", submit_ms, 202, lambda: session.post(
+                gateway.url + "/api/v1/jobs", json=body, headers=headers, timeout=30))
+            if job is None:
                 continue
+            with lock:
+                submitted.append(job["id"])
             # Poll this job until it finishes or the minute is over.
             while time.monotonic() < stop:
                 time.sleep(args.poll_interval)
-                started = time.perf_counter()
-                try:
-                    answer = session.get(f"{gateway.url}/api/v1/jobs/{mine[-1]}", headers=headers, timeout=30)
-                except requests.RequestException as exc:
-                    with lock:
-                        errors.append(f"status {exc.__class__.__name__}")
+                state, elapsed = timed("status", status_ms, 200, lambda job_id=job["id"]: session.get(
+                    f"{gateway.url}/api/v1/jobs/{job_id}", headers=headers, timeout=30))
+                if state is None:
                     continue
-                elapsed = (time.perf_counter() - started) * 1000
-                with lock:
-                    status_ms.append(elapsed)
-                    if answer.status_code != 200:
-                        errors.append(f"status {answer.status_code}")
-                        continue
-                job = answer.json()
-                if job["status"] in ("running", "queued"):
+                if state["status"] in ("queued", "running"):
                     with lock:
                         busy_status_ms.append(elapsed)
-                if job["status"] not in ("queued", "running"):
+                else:
                     break
 
     threads = [threading.Thread(target=client) for _ in range(args.clients)]

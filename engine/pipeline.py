@@ -187,6 +187,11 @@ def render(audio: AudioTrack | str, template: TemplateTrack | str, output: str,
                         template.faces_max, template.from_cache, timings)
 
 
+def output_name(index: int) -> str:
+    """The file name of a batch's `index`-th video (from 0): output_001.mp4, ..."""
+    return f"output_{index + 1:03d}.mp4"
+
+
 def render_batch(audio: str, templates: list[str], out_dir: str,
                  on_progress: Callable[[int, int, int], None] | None = None,
                  cache_dir: str | None = None) -> list[RenderResult | EngineError]:
@@ -196,7 +201,7 @@ def render_batch(audio: str, templates: list[str], out_dir: str,
     track = analyse_audio(audio)
     results: list[RenderResult | EngineError] = []
     for i, template in enumerate(templates):
-        output = os.path.join(out_dir, f"output_{i + 1:03d}.mp4")
+        output = os.path.join(out_dir, output_name(i))
         report = (lambda done, total, i=i: on_progress(i, done, total)) if on_progress else None
         try:
             results.append(render(track, template, output, on_progress=report, cache_dir=cache_dir))

@@ -16,6 +16,7 @@ from prometheus_client import Histogram
 
 import engine
 from engine import EngineError
+from engine.pipeline import output_name
 
 from .fetch import FetchError, fetch
 from .store import CANCELED, FAILED, ITEM_DONE, SUCCEEDED, TEMPLATE_ID_PREFIX, UPLOAD_PREFIX, Item, Job, Store
@@ -56,7 +57,7 @@ class WorkerPool:
         if requeued:
             log.info("requeued interrupted items", extra={"event": "requeue", "items": requeued})
         loops = [(self._run, f"worker-{i}") for i in range(self.settings.workers)]
-        loops += [(self._watch_loop, "watcher"), (self._sweep_loop, "retention")]
+        loops += [(lambda: self._every(1.0, self.watch_once), "watcher"), (lambda: self._every(600, self.sweep), "retention")]
         for target, name in loops:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -121,7 +122,7 @@ class WorkerPool:
         if job is None:
             return CANCELED
         fields = {"event": "item", "job": job.id, "tenant": job.tenant, "item": item.index}
-        output = os.path.join(job_dir(self.settings, job), f"output_{item.index + 1:03d}.mp4")
+        output = os.path.join(job_dir(self.settings, job), output_name(item.index))
         last = [0.0]
 
         def progress(done: int, total: int) -> None:
@@ -175,18 +176,19 @@ class WorkerPool:
         for job in self.store.unfinished_jobs():
             folder = job_dir(self.settings, job)
             for item in job.items:
-                path = os.path.join(folder, f"output_{item.index + 1:03d}.mp4")
+                path = os.path.join(folder, output_name(item.index))
                 if item.status not in ITEM_DONE and os.path.isfile(path):
                     self.publish(job, item, path)
                     found += 1
         return found
 
-    def _watch_loop(self) -> None:
-        while not self.stop.wait(1.0):
+    def _every(self, seconds: float, task) -> None:
+        """Run `task` every `seconds` until shutdown; a failure is logged and the next run tries again."""
+        while not self.stop.wait(seconds):
             try:
-                self.watch_once()
-            except Exception:  # noqa: BLE001 - logged; the next pass tries again
-                log.exception("outputs watcher failed")
+                task()
+            except Exception:  # noqa: BLE001 - logged; the next run tries again
+                log.exception("%s failed", task.__name__)
 
     def remove_job_files(self, job_id: str, tenant: str) -> None:
         shutil.rmtree(os.path.join(self.settings.outputs_dir, tenant, job_id), ignore_errors=True)
@@ -203,10 +205,3 @@ class WorkerPool:
         if expired:
             log.info("retention sweep", extra={"event": "sweep", "jobs": len(expired)})
         return len(expired)
-
-    def _sweep_loop(self) -> None:
-        while not self.stop.wait(600):
-            try:
-                self.sweep()
-            except Exception:  # noqa: BLE001 - logged; the next sweep tries again
-                log.exception("retention sweep failed")
