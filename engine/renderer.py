@@ -31,11 +31,16 @@ JAW_NARROWING = 0.06  # corners draw in as the jaw drops
 MAX_WIDTH_CHANGE = 0.2  # a broad smile is narrowed, not undone
 CREASE_SHADE = 0.7  # closed lips' crease against the lips' colour
 # Full narration openness reaches this share of the widest opening the template shows (its 95th
-# percentile): the loudness envelope sits near its top through much of speech, a mouth does not.
-# Cross-reconstruction M-LMD ratio at 1.0 / 0.85 / 0.8 / 0.7: face_2 0.84/0.76/0.77/0.79,
-# KatieHill 0.84/0.83/0.82/0.82, face_3 0.71/0.69/0.69/0.70 (measured with the spread cue, since dropped).
-OPENING_GAIN = 0.8
-SHAPE_PULL = 0.75  # share of the way from the frame's own lower face to the person's usual one
+# percentile), along a compressed curve: quiet syllables open the jaw nearly as far as loud ones,
+# and the loudness envelope sits near its top through much of speech, a mouth does not.
+# Cross-reconstruction M-LMD ratio (face_3 / face_2 / KatieHill), linear at gain 0.8: 0.69/0.74/0.82;
+# curve 0.6 at gain 0.7: 0.69/0.72/0.81; 0.5 at 0.7: 0.68/0.74/0.81; 0.6 at 0.6: 0.70/0.74/0.81.
+OPENING_GAIN = 0.7
+OPENING_CURVE = 0.6
+# A frame that already shows its teeth is stretched to a wider opening rather than given another
+# frame's inside: MediaPipe's inner lip line sits on the teeth of an open mouth, so a pasted
+# inside leaves a second row of teeth and a rim between the two.
+OWN_INSIDE_SHOWS = 0.06
 FENCE_MARGIN = 0.12  # face units inside the fence over which motion fades to nothing
 INNER_PAIRS = list(zip(lm.INNER_UPPER[1:-1], lm.INNER_LOWER[1:-1]))
 CORNERS = [lm.MOUTH_RIGHT, lm.MOUTH_LEFT, 78, 308]
@@ -91,6 +96,19 @@ def _around(region: np.ndarray, polygon: np.ndarray, margin: int) -> tuple[np.nd
     return region[y0:y1, x0:x1], polygon - (x0, y0)
 
 
+def _lip_middle(face: np.ndarray) -> float:
+    """Where the lips' middle (the philtrum's column) is across the face: off the corners'
+    midpoint when the head is turned, since the lips stand out in front of the corners."""
+    return float(face[lm.INNER_TOP, 0] + face[lm.INNER_BOTTOM, 0]) / 2
+
+
+def _across(face: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Position across the mouth: -1 and 1 at the corners, 0 at the lips' middle."""
+    middle = _lip_middle(face)
+    right, left = float(face[lm.MOUTH_RIGHT, 0]), float(face[lm.MOUTH_LEFT, 0])
+    return np.where(u < middle, (u - middle) / max(middle - right, 1e-3), (u - middle) / max(left - middle, 1e-3))
+
+
 def _smoothstep(x: np.ndarray) -> np.ndarray:
     x = np.clip(x, 0.0, 1.0)
     return x * x * (3 - 2 * x)
@@ -141,24 +159,22 @@ class MouthRenderer:
         return np.concatenate([triangles[inside], triangles[~inside]])
 
     def target(self, openness: float) -> MouthTarget:
-        aperture = self.closed + OPENING_GAIN * openness * (self.widest - self.closed)
+        aperture = self.closed + OPENING_GAIN * openness ** OPENING_CURVE * (self.widest - self.closed)
         return MouthTarget(aperture, self.neutral_width * (1.0 - JAW_NARROWING * openness))
 
-    def _displace(self, face: np.ndarray, gap_change: float, width_change: float,
-                  gap_profile: np.ndarray | None = None) -> np.ndarray:
-        """Move face-coordinate points: the lips part by `gap_change` (face units, at the centre,
-        shaped by `gap_profile` across the mouth) and the mouth widens by `width_change` (ratio)."""
+    def _displace(self, face: np.ndarray, width_change: float, gap_profile: np.ndarray) -> np.ndarray:
+        """Move face-coordinate points: the lips part by `gap_profile` (the change of gap per lip
+        column, face units) and the mouth widens by `width_change` (ratio)."""
         u, v = face[:, 0], face[:, 1]
         half = max(float(abs(face[lm.MOUTH_LEFT, 0] - face[lm.MOUTH_RIGHT, 0])) / 2, 1e-3)
         pair_u = np.array([(face[a, 0] + face[b, 0]) / 2 for a, b in INNER_PAIRS])
-        if gap_profile is None:
-            gap_profile = gap_change * np.cos(np.clip(pair_u / half, -1, 1) * np.pi / 2) ** 0.7
         order = np.argsort(pair_u)
-        column_u = np.concatenate([[-half * 1.05], pair_u[order], [half * 1.05]])
+        right, left = float(face[lm.MOUTH_RIGHT, 0]), float(face[lm.MOUTH_LEFT, 0])
+        column_u = np.concatenate([[right - 0.05 * half], pair_u[order], [left + 0.05 * half]])
         column_gap = np.concatenate([[0.0], gap_profile[order], [0.0]])
         gap_at = np.interp(u, column_u, column_gap)
-        centre_gap = float(np.interp(0.0, column_u, column_gap))
-        beyond = np.clip((np.abs(u) - half) / (1.6 * half), 0.0, 1.0)
+        centre_gap = float(np.interp(_lip_middle(face), column_u, column_gap))
+        beyond = np.clip((np.abs(_across(face, u)) - 1) / 1.6, 0.0, 1.0)
         side = 1.0 - beyond  # jaw and cheeks move less away from the mouth
         pair_mid = np.array([(face[a, 1] + face[b, 1]) / 2 for a, b in INNER_PAIRS])[order]
         corner_v = (face[lm.MOUTH_LEFT, 1] + face[lm.MOUTH_RIGHT, 1]) / 2
@@ -179,35 +195,43 @@ class MouthRenderer:
         width = abs(face[lm.MOUTH_LEFT, 0] - face[lm.MOUTH_RIGHT, 0])
         gaps = np.array([face[b, 1] - face[a, 1] for a, b in INNER_PAIRS])
         pair_u = np.array([(face[a, 0] + face[b, 0]) / 2 for a, b in INNER_PAIRS])
-        rounded = np.cos(np.clip(pair_u / (width / 2), -1, 1) * np.pi / 2) ** 0.7
+        rounded = np.cos(np.clip(_across(face, pair_u), -1, 1) * np.pi / 2) ** 0.7
         own = np.clip(gaps / max(gaps[len(gaps) // 2], 1e-6), 0.0, 1.3)
         # A nearly shut target closes evenly to the corners whatever shape the frame had.
         trust = float(np.clip((current - 0.03) / 0.06, 0.0, 1.0) * np.clip((target.aperture - 0.04) / 0.06, 0.0, 1.0))
         shape = trust * own + (1 - trust) * rounded
         return target.aperture * width * shape - gaps
 
-    def render(self, image: np.ndarray, points: np.ndarray, target: MouthTarget) -> np.ndarray:
-        """The frame with its mouth re-posed to `target` (in place)."""
+    def destination(self, points: np.ndarray, target: MouthTarget) -> tuple[np.ndarray, np.ndarray]:
+        """Where the frame's moving points go for `target`, and the fixed fence around them
+        (image coordinates)."""
         axes = lm.face_axes(points)
         face = lm.to_face(points, axes)
         # The template's own mouth shape in this frame (a smile, a pout, a lopsided word) belongs to
-        # other words: it is pulled part of the way to this person's usual shape before the new
-        # opening is set (cross-reconstruction M-LMD ratio at 0.75: face_2 0.88 -> 0.84, KatieHill 0.89 -> 0.84).
+        # other words: the new opening is set on this person's usual lower face instead (cross-
+        # reconstruction M-LMD ratio, face_3 / face_2 / KatieHill, keeping a quarter of the frame's
+        # own shape: 0.69/0.72/0.81; a tenth: 0.68/0.74/0.81; none: 0.68/0.71/0.80).
         shaped = face.copy()
-        shaped[self.moving] += SHAPE_PULL * (self.usual_face[self.moving] - face[self.moving])
+        shaped[self.moving] = self.usual_face[self.moving]
         own_width = float(abs(shaped[lm.MOUTH_LEFT, 0] - shaped[lm.MOUTH_RIGHT, 0]))
         current = float(np.linalg.norm(shaped[lm.INNER_BOTTOM] - shaped[lm.INNER_TOP])) / max(own_width, 1e-6)
         width_scale = float(np.clip(target.width / own_width, 1 - MAX_WIDTH_CHANGE, 1 + MAX_WIDTH_CHANGE))
         # Aperture is relative to width: the gap must grow with the new width.
         scaled = MouthTarget(target.aperture * width_scale, target.width)
-        moved = self._displace(shaped, 0.0, width_scale - 1.0, gap_profile=self._gap_profile(shaped, scaled, current))
+        moved = self._displace(shaped, width_scale - 1.0, self._gap_profile(shaped, scaled, current))
         fence = _fence(points, axes)
         # Motion dies out before the fence, whatever this frame's expression: a broad smile lifts
         # cheek points towards the nose line, and motion there would show as a seam.
         fade = _inside_depth(face[self.moving], lm.to_face(fence, axes)) / FENCE_MARGIN
         moved[self.moving] = face[self.moving] + (moved[self.moving] - face[self.moving]) * _smoothstep(fade)[:, None]
+        return lm.from_face(moved[self.moving], axes), fence
+
+    def render(self, image: np.ndarray, points: np.ndarray, target: MouthTarget) -> np.ndarray:
+        """The frame with its mouth re-posed to `target` (in place)."""
+        axes = lm.face_axes(points)
+        moved, fence = self.destination(points, target)
         src = np.concatenate([points[self.moving], fence])
-        dst = np.concatenate([lm.from_face(moved[self.moving], axes), fence])
+        dst = np.concatenate([moved, fence])
         height, width = image.shape[:2]
         x0, y0 = np.maximum(np.floor(fence.min(axis=0)).astype(int) - 2, 0)
         x1, y1 = np.minimum(np.ceil(fence.max(axis=0)).astype(int) + 2, (width, height))
@@ -227,7 +251,7 @@ class MouthRenderer:
         inner = dst[self.inner_local] - (x0, y0)
         new_gap = float(np.linalg.norm(inner[5] - inner[len(lm.INNER_UPPER) + 4]))  # 13 vs 14
         own = float(lm.aperture(points))  # the opening the frame's pixels show
-        if new_gap > 0.6 and own < 0.6 * target.aperture:
+        if new_gap > 0.6 and own < min(0.6 * target.aperture, OWN_INSIDE_SHOWS):
             self._fill_interior(region, inner, target, float(lm.mouth_width(points)))
         elif new_gap < 1.5 and own > 0.05:
             self._seal_lips(region, inner)
