@@ -124,3 +124,28 @@ def test_no_seam_where_the_moving_region_ends(media, cache_dir, openness, width)
     change = np.abs(out.astype(int) - image)[mask > 0]
     assert change.mean() < 1.0 and np.percentile(change, 99) < 16
     assert np.abs(out.astype(int) - image).max() > 25  # the mouth itself did move
+
+
+def test_turned_head_opens_around_the_lips_middle(media, cache_dir):
+    """On a turned head the lips, which stand out in front of the corners, sit off the corners'
+    midpoint: a closed mouth must open widest under the lips' middle, not between the corners."""
+    import dataclasses
+
+    from engine import prepare_template
+    from engine.renderer import CORNERS, INNER_PAIRS, MouthRenderer, MouthTarget
+
+    track = prepare_template(media["portrait"])
+    points = track.points[0].copy()
+    axes = lm.face_axes(points)
+    face = lm.to_face(points, axes)
+    half = float(face[lm.MOUTH_LEFT, 0] - face[lm.MOUTH_RIGHT, 0]) / 2
+    face[lm.INNER_LOWER] = face[lm.INNER_UPPER] + (0.0, 0.004)  # lips closed
+    lips = sorted(set(lm.OUTER_UPPER + lm.OUTER_LOWER + lm.INNER_UPPER + lm.INNER_LOWER) - set(CORNERS))
+    face[lips, 0] += 0.06 * np.cos(np.clip(face[lips, 0] / half, -1, 1) * np.pi / 2)
+    points = lm.from_face(face, axes).astype(np.float32)
+    renderer = MouthRenderer(dataclasses.replace(track, points=points[None]))
+    moved = points.copy()
+    moved[renderer.moving] = renderer.destination(points, MouthTarget(0.3, renderer.neutral_width))[0]
+    opened = lm.to_face(moved, axes)
+    gaps = [opened[lower, 1] - opened[upper, 1] for upper, lower in INNER_PAIRS]
+    assert int(np.argmax(gaps)) == [upper for upper, _ in INNER_PAIRS].index(lm.INNER_TOP)
