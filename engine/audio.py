@@ -1,10 +1,11 @@
 """Narration -> mouth-shape track.
 
 Language independent: the track comes from the spectrum, not from recognised words. The mouth's
-opening follows the loudness of the vowel band (250-2500 Hz, where the first two formants live),
-measured against the recording's own noise floor and speech level, so pauses and the silent
-closure of p/b/m read as a closed mouth, and nasals (m, n) and fricatives (s, f), whose energy
-sits outside that band, read as nearly closed. Measured choices are in the README.
+opening follows the loudness of the band of the second and third formants (800-3000 Hz), which
+an open vocal tract lets out: measured against the recording's own noise floor and speech level,
+pauses and the closures of p and b read as a closed mouth (a voiced /b/ hums below 500 Hz, behind
+closed lips), nasals (m, n) as a third open, fricatives (s, f), whose energy sits above the band,
+as nearly closed. Measured choices are in the README.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ FFT = 512
 DEFAULT_MAX_SECONDS = 30 * 60.0
 # The mouth shows a sound slightly before it is heard (lips and jaw move ahead of the airflow).
 LEAD_SECONDS = 0.03
+MAX_SPAN_DB = 60.0  # speech level over the noise floor, at most
 
 
 @dataclass(frozen=True)
@@ -84,17 +86,19 @@ def _db(x: np.ndarray) -> np.ndarray:
 def mouth_features(pcm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(openness, rms_db) at 100 Hz from 16 kHz mono samples."""
     power = _power_spectrogram(pcm)
-    vowel_db = _db(_band(power, 250, 2500).sum(axis=1))
+    formant_db = _db(_band(power, 800, 3000).sum(axis=1))
     rms_db = _db(_band(power, 80, 7500).sum(axis=1))
-    floor = np.percentile(vowel_db, 5)
-    speech = np.percentile(vowel_db, 97)
+    speech = np.percentile(formant_db, 97)
+    # Synthesised narrations pause in digital silence, which would put the floor ~130 dB below
+    # speech and open the mouth on every murmur; recordings span 37-61 dB here.
+    floor = max(np.percentile(formant_db, 5), speech - MAX_SPAN_DB)
     span = speech - floor
     if span < 12.0:
         # No loud stretch stands out of the floor: silence, steady noise or a tone.
-        openness = np.zeros(len(vowel_db), np.float32)
+        openness = np.zeros(len(formant_db), np.float32)
     else:
         start = floor + 0.35 * span
-        openness = np.clip((vowel_db - start) / (speech - start), 0.0, 1.0)
+        openness = np.clip((formant_db - start) / (speech - start), 0.0, 1.0)
         openness = gaussian_filter1d(openness, 1.5)
         # Short dips (stop closures) survive the smoothing.
         openness = np.minimum(openness, minimum_filter1d(gaussian_filter1d(openness, 0.7), 3) + 0.15)

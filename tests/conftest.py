@@ -69,6 +69,10 @@ def media(tmp_path_factory):
     subprocess.run([espeak, "-v", "en-us", "-s", "160", "-w", files["speech"], SPEECH], check=True)
     rate = 22050
     t = np.arange(int(1.5 * rate)) / rate
+    # "aba" from espeak's phoneme input: a voiced closure between two open vowels, in the digital
+    # silence synthesised narrations have.
+    files["aba"] = str(root / "aba.wav")
+    subprocess.run([espeak, "-v", "en-us", "-s", "140", "-w", files["aba"], "[[A:bA:]]"], check=True)
     files["silence"] = write_wav(str(root / "silence.wav"), np.zeros(int(2.0 * rate)), rate)
     files["tone"] = write_wav(str(root / "tone.wav"), 0.4 * np.sin(2 * np.pi * 440 * t), rate)
     files["empty"] = write_wav(str(root / "empty.wav"), np.zeros(0), rate)

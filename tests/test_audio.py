@@ -12,6 +12,14 @@ def test_speech_opens_and_closes(media):
     assert (mouth.openness < 0.05).mean() > 0.1  # closures and pauses
 
 
+def test_b_between_vowels_closes_the_mouth(media):
+    """The lips close on /b/ although the voice hums on behind them, and a synthesised
+    narration's digital silence does not make every murmur read as open."""
+    mouth = analyse_audio(media["aba"]).at_fps(25.0).openness
+    first, second = np.flatnonzero(mouth > 0.6)[[0, -1]]
+    assert second - first >= 3 and mouth[first:second].min() < 0.15
+
+
 @pytest.mark.parametrize("name", ["silence", "tone"])
 def test_no_speech_keeps_mouth_closed(media, name):
     assert analyse_audio(media[name]).at_fps(25.0).openness.max() == 0.0
