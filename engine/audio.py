@@ -1,11 +1,11 @@
 """Narration -> mouth-shape track.
 
 Language independent: the track comes from the spectrum, not from recognised words. The mouth's
-opening follows the loudness of the band of the second and third formants (800-3000 Hz), which
-an open vocal tract lets out: measured against the recording's own noise floor and speech level,
-pauses and the closures of p and b read as a closed mouth (a voiced /b/ hums below 500 Hz, behind
-closed lips), nasals (m, n) as a third open, fricatives (s, f), whose energy sits above the band,
-as nearly closed. Measured choices are in the README.
+opening follows the loudness of the 500-3000 Hz band (the first formant of open vowels, which
+rises as the jaw drops, up through the third), measured against the recording's own noise floor
+and speech level: pauses and the closures of p and b read as a closed mouth (a voiced /b/ hums
+below 500 Hz, behind closed lips), nasals (m, n) as partly open, fricatives (s, f), whose energy
+sits above the band, as nearly closed. Measured choices are in the README.
 """
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def _db(x: np.ndarray) -> np.ndarray:
 def mouth_features(pcm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(openness, rms_db) at 100 Hz from 16 kHz mono samples."""
     power = _power_spectrogram(pcm)
-    formant_db = _db(_band(power, 800, 3000).sum(axis=1))
+    formant_db = _db(_band(power, 500, 3000).sum(axis=1))
     rms_db = _db(_band(power, 80, 7500).sum(axis=1))
     speech = np.percentile(formant_db, 97)
     # Synthesised narrations pause in digital silence, which would put the floor ~130 dB below
