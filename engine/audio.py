@@ -17,12 +17,11 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d, minimum_filter1d
 
 from .errors import AudioError
-from .media import ANALYSIS_RATE, load_pcm
+from .media import ANALYSIS_RATE, DEFAULT_LIMITS, Limits, load_pcm
 
 HOP_SECONDS = 0.01
 WINDOW = 400  # 25 ms at 16 kHz
 FFT = 512
-DEFAULT_MAX_SECONDS = 30 * 60.0
 # The mouth shows a sound slightly before it is heard (lips and jaw move ahead of the airflow).
 LEAD_SECONDS = 0.03
 MAX_SPAN_DB = 60.0  # speech level over the noise floor, at most
@@ -105,15 +104,12 @@ def mouth_features(pcm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return openness.astype(np.float32), rms_db.astype(np.float32)
 
 
-def analyse_audio(path: str, max_seconds: float = DEFAULT_MAX_SECONDS) -> AudioTrack:
+def analyse_audio(path: str, limits: Limits = DEFAULT_LIMITS) -> AudioTrack:
     """Read and analyse a narration once; the result drives any number of templates."""
     name = os.path.basename(path)
-    pcm = load_pcm(path)
+    pcm = load_pcm(path, max_seconds=limits.max_audio_seconds)
     duration = len(pcm) / ANALYSIS_RATE
     if duration < 0.1:
         raise AudioError(f"{name}: the narration is empty ({duration:.2f} s of audio); send a recording with speech")
-    if duration > max_seconds:
-        raise AudioError(f"{name}: the narration lasts {duration / 60:.1f} min, over the {max_seconds / 60:.0f} min limit; "
-                         "split it into shorter parts")
     openness, rms_db = mouth_features(pcm)
     return AudioTrack(path, duration, openness, rms_db)

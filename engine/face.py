@@ -14,8 +14,8 @@ import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
 from . import landmarks as lm
-from .errors import NoFaceError
-from .media import VideoInfo, probe_video, read_frames, read_image
+from .errors import MediaError, NoFaceError
+from .media import DEFAULT_LIMITS, Limits, VideoInfo, probe_video, read_frames, read_image
 
 log = logging.getLogger(__name__)
 
@@ -182,15 +182,19 @@ def _sharpness(image: np.ndarray) -> float:
     return float(cv2.Laplacian(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.CV_32F).var())
 
 
-def _track_frames(path: str, info: VideoInfo, on_progress: ProgressCallback | None):
+def _track_frames(path: str, info: VideoInfo, on_progress: ProgressCallback | None, limits: Limits):
     """Landmarks of every frame, plus the sharpest real mouth per opening bin."""
     tracker = FaceTracker()
     points, faces_max = [], 0
     best: dict[int, tuple[float, MouthSample]] = {}
     total = max(1, int(round(info.duration * info.fps)))
+    most = int(limits.max_template_seconds * info.fps) + 1  # the header's duration may lie
     try:
-        frames = [(0, read_image(path))] if info.is_image else read_frames(path, info.fps)
+        frames = [(0, read_image(path, limits))] if info.is_image else read_frames(path, info.fps)
         for index, image in frames:
+            if index >= most:
+                raise MediaError(f"{os.path.basename(path)}: the video lasts over {limits.max_template_seconds / 60:g} "
+                                 "min; templates up to that are accepted (a short clip loops under any narration)")
             found, count = tracker(image)
             faces_max = max(faces_max, count)
             points.append(found if found is not None else np.full((468, 2), np.nan, np.float32))
@@ -242,7 +246,7 @@ def _load(path: str, template_path: str, sha: str) -> TemplateTrack:
 
 
 def prepare_template(path: str, cache_dir: str | None = None,
-                     on_progress: ProgressCallback | None = None) -> TemplateTrack:
+                     on_progress: ProgressCallback | None = None, limits: Limits = DEFAULT_LIMITS) -> TemplateTrack:
     """Analyse a template once (face landmarks per frame); later calls with the same file content
     load the cached result."""
     cache_dir = cache_dir or default_cache_dir()
@@ -253,8 +257,8 @@ def prepare_template(path: str, cache_dir: str | None = None,
             return _load(cached, path, sha)
         except (OSError, ValueError, KeyError) as exc:
             log.warning("ignoring unreadable template cache %s: %s", cached, exc)
-    info = probe_video(path)
-    points, faces_max, library = _track_frames(path, info, on_progress)
+    info = probe_video(path, limits)
+    points, faces_max, library = _track_frames(path, info, on_progress, limits)
     name = os.path.basename(path)
     if np.isnan(points[:, 0, 0]).all():
         raise NoFaceError(f"{name}: no face found in any frame; use a template where one face looks at the camera")

@@ -7,6 +7,7 @@ than a bounded chunk of frames.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Iterator
@@ -14,13 +15,28 @@ from typing import Iterator
 import av
 import cv2
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
-from .errors import MediaError
+from .errors import AudioError, MediaError
 
 ANALYSIS_RATE = 16000
 STANDARD_RATES = (24000 / 1001, 24.0, 25.0, 30000 / 1001, 30.0, 50.0, 60000 / 1001, 60.0)
 # Frames buffered to play a stretch of the template backwards (ping-pong looping).
 REVERSE_CHUNK_BYTES = 192 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the engine agrees to decode. A file beyond them is refused from its header, before a
+    picture is decoded, and decoding stops where a header lied: a small file can declare a huge
+    picture or hours of sound (a decompression bomb)."""
+
+    max_pixels: int = 4096 * 4096          # per picture; 4K UHD is 8.3 MP
+    max_template_seconds: float = 600.0
+    max_audio_seconds: float = 30 * 60.0
+
+
+DEFAULT_LIMITS = Limits()
 
 
 @dataclass(frozen=True)
@@ -32,24 +48,56 @@ class VideoInfo:
     is_image: bool
 
 
-def _open(path: str) -> av.container.InputContainer:
+def _reason(exc: Exception) -> str:
+    """What went wrong, without the file's path (messages go to users; paths are the server's)."""
+    return getattr(exc, "strerror", None) or exc.__class__.__name__
+
+
+def _open(path: str, limits: Limits = DEFAULT_LIMITS) -> av.container.InputContainer:
     try:
-        return av.open(path)
+        # FFmpeg decodes a few frames while probing; max_pixels stops it at an oversized picture.
+        return av.open(path, options={"max_pixels": str(limits.max_pixels)})
     except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise MediaError(f"{os.path.basename(path)}: not a readable media file ({exc})") from exc
+        raise MediaError(f"{os.path.basename(path)}: not a readable media file ({_reason(exc)})") from exc
 
 
-def read_image(path: str) -> np.ndarray | None:
-    """The still image at `path` (BGR), or None when it is not a still image."""
+def _check_pixels(path: str, width: int, height: int, limits: Limits) -> None:
+    if width * height > limits.max_pixels:
+        raise MediaError(f"{os.path.basename(path)}: the picture is {width}x{height} pixels "
+                         f"({width * height / 1e6:.1f} MP); up to {limits.max_pixels / 1e6:.1f} MP is accepted, "
+                         "such as 3840x2160 (4K)")
+
+
+def _image_size(path: str, limits: Limits) -> tuple[int, int] | None:
+    """(width, height) from a still image's header, without decoding it; None if it is no image."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                return image.size
+    except Image.DecompressionBombError:  # Pillow's own ceiling (179 MP), far above any sane limit
+        raise MediaError(f"{os.path.basename(path)}: the picture is over 179 MP; up to "
+                         f"{limits.max_pixels / 1e6:.1f} MP is accepted, such as 3840x2160 (4K)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        return None
+
+
+def read_image(path: str, limits: Limits = DEFAULT_LIMITS) -> np.ndarray | None:
+    """The still image at `path` (BGR), or None when it is not a still image. Its size is checked
+    from the header before it is decoded."""
+    size = _image_size(path, limits)
+    if size is None:
+        return None
+    _check_pixels(path, *size, limits)
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     return image if image is not None and image.size else None
 
 
-def probe_video(path: str) -> VideoInfo:
-    image = read_image(path)
+def probe_video(path: str, limits: Limits = DEFAULT_LIMITS) -> VideoInfo:
+    image = read_image(path, limits)
     if image is not None:
         return VideoInfo(image.shape[1], image.shape[0], 25.0, 0.0, True)
-    with _open(path) as container:
+    with _open(path, limits) as container:
         if not container.streams.video:
             raise MediaError(f"{os.path.basename(path)}: has no video stream; a template must be a video or a portrait image")
         stream = container.streams.video[0]
@@ -70,6 +118,11 @@ def probe_video(path: str) -> VideoInfo:
         width, height = stream.codec_context.width, stream.codec_context.height
         if not width or not height:
             raise MediaError(f"{os.path.basename(path)}: video stream has no picture size")
+        _check_pixels(path, width, height, limits)
+        if duration > limits.max_template_seconds:
+            raise MediaError(f"{os.path.basename(path)}: the video lasts {duration / 60:.1f} min; templates up to "
+                             f"{limits.max_template_seconds / 60:g} min are accepted (a short clip loops under "
+                             "any narration)")
         # A phone video stored sideways carries a display rotation: report the size it is shown at
         # (frames are turned upright when read).
         first = next(container.decode(stream), None)
@@ -135,7 +188,7 @@ def read_frames(path: str, fps: float, start: int = 0, stop: int | None = None) 
                 for index in range(next_slot, end):
                     yield index, image if index == next_slot else image.copy()
     except av.FFmpegError as exc:
-        raise MediaError(f"{os.path.basename(path)}: the video could not be decoded ({exc})") from exc
+        raise MediaError(f"{os.path.basename(path)}: the video could not be decoded ({_reason(exc)})") from exc
     finally:
         container.close()
 
@@ -191,22 +244,29 @@ def looped_frames(path: str, fps: float, n: int, count: int, frame_bytes: int) -
             tail = []
 
 
-def load_pcm(path: str, rate: int = ANALYSIS_RATE) -> np.ndarray:
-    """The narration as mono float32 samples at `rate`."""
+def load_pcm(path: str, rate: int = ANALYSIS_RATE, max_seconds: float | None = None) -> np.ndarray:
+    """The narration as mono float32 samples at `rate`. Past `max_seconds` (whatever the header
+    says) decoding stops with an AudioError."""
     container = _open(path)
+    name = os.path.basename(path)
     try:
         if not container.streams.audio:
-            raise MediaError(f"{os.path.basename(path)}: has no audio stream; the narration must be an audio file")
+            raise MediaError(f"{name}: has no audio stream; the narration must be an audio file")
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        chunks = []
+        chunks, samples = [], 0
+        limit = None if max_seconds is None else int(max_seconds * rate)
         for frame in container.decode(stream):
             for out in resampler.resample(frame):
                 chunks.append(out.to_ndarray().reshape(-1))
+                samples += len(chunks[-1])
+            if limit is not None and samples > limit:
+                raise AudioError(f"{name}: the narration lasts over {max_seconds / 60:g} min, the limit; "
+                                 "split it into shorter parts")
         for out in resampler.resample(None):
             chunks.append(out.to_ndarray().reshape(-1))
     except av.FFmpegError as exc:
-        raise MediaError(f"{os.path.basename(path)}: the audio could not be decoded ({exc})") from exc
+        raise MediaError(f"{name}: the audio could not be decoded ({_reason(exc)})") from exc
     finally:
         container.close()
     return np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)

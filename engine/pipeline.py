@@ -16,7 +16,7 @@ from .audio import AudioTrack, MouthTrack, analyse_audio
 from .errors import EngineError
 from .face import TemplateTrack, prepare_template
 from .idle import idle_frames
-from .media import VideoWriter, loop_index, looped_frames, read_image
+from .media import DEFAULT_LIMITS, Limits, VideoWriter, loop_index, looped_frames, read_image
 from .renderer import MouthRenderer
 
 ProgressCallback = Callable[[int, int], None]
@@ -37,12 +37,13 @@ class RenderResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def template_frames(track: TemplateTrack, count: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def template_frames(track: TemplateTrack, count: int,
+                    limits: Limits = DEFAULT_LIMITS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """`count` template frames with their landmarks (NaN where no face): a video is played
     forward-backward as long as needed, a portrait gets idle motion."""
     info = track.info
     if info.is_image:
-        yield from idle_frames(read_image(track.path), track.points[0], info.fps, count)
+        yield from idle_frames(read_image(track.path, limits), track.points[0], info.fps, count)
         return
     frame_bytes = info.width * info.height * 3
     for index, image in looped_frames(track.path, info.fps, track.frame_count, count, frame_bytes):
@@ -146,20 +147,21 @@ def template_index(track: TemplateTrack, k: int) -> int:
 
 
 def render(audio: AudioTrack | str, template: TemplateTrack | str, output: str,
-           on_progress: ProgressCallback | None = None, cache_dir: str | None = None) -> RenderResult:
+           on_progress: ProgressCallback | None = None, cache_dir: str | None = None,
+           limits: Limits = DEFAULT_LIMITS) -> RenderResult:
     """Render one (narration, template) pair to `output` (an MP4 written atomically).
 
     `on_progress(frames_done, frames_total)` is called as frames are encoded; raising from it
-    stops the render and leaves no partial file.
+    stops the render and leaves no partial file. Files beyond `limits` are refused.
     """
     timings: dict[str, float] = {}
     started = time.perf_counter()
     if isinstance(audio, str):
-        audio = analyse_audio(audio)
+        audio = analyse_audio(audio, limits)
         timings["audio"] = time.perf_counter() - started
     if isinstance(template, str):
         mark = time.perf_counter()
-        template = prepare_template(template, cache_dir=cache_dir)
+        template = prepare_template(template, cache_dir=cache_dir, limits=limits)
         timings["face"] = time.perf_counter() - mark
     mark = time.perf_counter()
     info = template.info
@@ -171,7 +173,7 @@ def render(audio: AudioTrack | str, template: TemplateTrack | str, output: str,
     encoder = _EncoderThread(writer)
     try:
         try:
-            for k, image in enumerate(_rendered(renderer, mouth, template_frames(template, total))):
+            for k, image in enumerate(_rendered(renderer, mouth, template_frames(template, total, limits))):
                 encoder.put(image)
                 if on_progress and (k % 5 == 4 or k == total - 1):
                     on_progress(k + 1, total)

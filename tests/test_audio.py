@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from engine import AudioError, MediaError, analyse_audio
+from engine import AudioError, Limits, MediaError, analyse_audio
 
 
 def test_speech_opens_and_closes(media):
@@ -55,7 +55,7 @@ def test_empty_audio_is_a_clear_error(media):
 
 def test_overlong_audio_is_a_clear_error(media):
     with pytest.raises(AudioError, match="limit"):
-        analyse_audio(media["speech"], max_seconds=1.0)
+        analyse_audio(media["speech"], Limits(max_audio_seconds=1.0))
 
 
 def test_not_audio_is_a_clear_error(media):

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 
 from engine.media import loop_index, looped_frames, probe_video, read_frames
@@ -36,3 +38,43 @@ def test_looped_frames_follow_loop_order(media):
             image[:] = 0  # the renderer edits frames in place
         assert [k for k, _ in got] == [loop_index(k, n) for k in range(3 * n + 2)]
         assert all(np.array_equal(image, frames[k]) for k, image in got)
+
+
+def _png_header(path, width: int, height: int) -> str:
+    """A PNG that declares width x height pixels in a few bytes (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    with open(path, "wb") as handle:
+        handle.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b""))
+    return str(path)
+
+
+def test_oversized_pictures_are_refused_from_their_header(media, tmp_path):
+    import pytest
+
+    from engine import Limits, MediaError
+
+    for side in (20000, 100000):  # the second is beyond Pillow's own ceiling
+        with pytest.raises(MediaError, match="MP is accepted"):
+            probe_video(_png_header(tmp_path / f"bomb{side}.png", side, side))
+    with pytest.raises(MediaError, match="320x320 pixels"):
+        probe_video(media["h264"], Limits(max_pixels=300 * 300))
+    with pytest.raises(MediaError, match="templates up to"):
+        probe_video(media["h264"], Limits(max_template_seconds=1.0))
+    assert probe_video(media["h264"], Limits(max_pixels=320 * 320)).width == 320
+
+
+def test_errors_do_not_show_the_servers_folders(media):
+    import pytest
+
+    from engine import MediaError
+
+    with pytest.raises(MediaError) as error:
+        probe_video(media["text"])
+    assert os.path.dirname(media["text"]) not in str(error.value)
+    assert str(error.value).startswith("notes.mp4: ")
