@@ -4,16 +4,20 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from logging.handlers import RotatingFileHandler
 
 from flask import Flask, g, request
-from itsdangerous import URLSafeTimedSerializer
 from prometheus_client import CollectorRegistry
 
+from . import links
 from .config import Settings
+from .housekeeping import Housekeeping
+from .jobs import Waiters
 from .store import Store
 from .system import StateCollector
+from .urlpolicy import UrlPolicy
 from .worker import WorkerPool
 
 
@@ -32,15 +36,18 @@ class JsonFormatter(logging.Formatter):
 
 
 def _configure_logging(settings: Settings) -> None:
+    """The service's log and the WSGI server's (its own errors) as JSON lines, to stderr and a file."""
     root = logging.getLogger("heygem")
     if getattr(root, "_heygem_configured", None) == settings.log_file:
         return
-    root.handlers.clear()
     formatter = JsonFormatter()
-    for handler in (logging.StreamHandler(), RotatingFileHandler(settings.log_file, maxBytes=10 * 2**20, backupCount=5)):
+    handlers = [logging.StreamHandler(), RotatingFileHandler(settings.log_file, maxBytes=10 * 2**20, backupCount=5)]
+    for handler in handlers:
         handler.setFormatter(formatter)
-        root.addHandler(handler)
-    root.setLevel(logging.INFO)
+    for logger in (root, logging.getLogger("waitress")):
+        logger.handlers[:] = handlers
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
     root._heygem_configured = settings.log_file
 
 
@@ -55,11 +62,15 @@ def create_app(settings: Settings | None = None, start_workers: bool = True) -> 
     store = Store(settings.database)
     registry = CollectorRegistry()
     registry.register(StateCollector(store, settings))
-    workers = WorkerPool(settings, store, registry)
-    app.extensions.update(store=store, registry=registry, workers=workers,
-                          links=URLSafeTimedSerializer(settings.link_secret, salt="heygem-download"))
+    policy = UrlPolicy(settings.allowed_hosts, settings.max_url_length, settings.ca_bundle)
+    housekeeping = Housekeeping(settings, store)
+    workers = WorkerPool(settings, store, registry, policy, housekeeping)
+    app.extensions.update(store=store, registry=registry, workers=workers, urlpolicy=policy,
+                          housekeeping=housekeeping, links=links.serializer(settings.link_secret),
+                          waiters=Waiters(settings.max_waiters),
+                          analyses=threading.BoundedSemaphore(max(1, settings.max_analyses)))
 
-    from . import downloads, jobs, problems, system, templates
+    from . import downloads, edge, jobs, problems, system, templates
     problems.register(app)
     for blueprint in (jobs.bp, templates.bp, downloads.bp, system.bp):
         app.register_blueprint(blueprint)
@@ -68,6 +79,8 @@ def create_app(settings: Settings | None = None, start_workers: bool = True) -> 
     @app.before_request
     def _clock() -> None:
         g.started = time.perf_counter()
+
+    edge.install(app)
 
     @app.after_request
     def _log_request(response):

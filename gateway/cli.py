@@ -20,30 +20,37 @@ def _ttl(text: str) -> float:
 
 
 def _serve(args) -> int:
-    import waitress
+    from prometheus_client import start_http_server
 
     from . import create_app
+    from .edge import make_server
 
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     settings = Settings.from_env(**overrides)
     app = create_app(settings)
+    server = make_server(app, settings.host, settings.port)
+    if settings.metrics_listen:  # a separate listener for Prometheus, e.g. on a private address
+        host, _, port = settings.metrics_listen.rpartition(":")
+        start_http_server(int(port), host.strip("[]") or "127.0.0.1", registry=app.extensions["registry"])
     print(f"heygem-gateway on http://{settings.host}:{settings.port} (data in {settings.data_dir})", flush=True)
     try:
-        waitress.serve(app, host=settings.host, port=settings.port, threads=16, channel_timeout=120,
-                       ident="heygem-gateway")
+        server.run()
+    except KeyboardInterrupt:
+        pass
     finally:
+        server.close()
         app.extensions["workers"].shutdown()
     return 0
 
 
 def _token_create(args) -> int:
-    from .auth import SCOPES, create_token
+    from .auth import create_token
 
-    unknown = set(args.scope) - set(SCOPES)
-    if unknown:
-        print(f"error: unknown scope {', '.join(sorted(unknown))}; known: {', '.join(SCOPES)}", file=sys.stderr)
+    try:
+        token, jti = create_token(Settings.from_env(), args.tenant, args.scope or ["jobs:read", "jobs:write"], args.ttl)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    token, jti = create_token(Settings.from_env(), args.tenant, args.scope or list(SCOPES), args.ttl)
     print(token)
     print(f"jti {jti} (revoke with: heygem token revoke {jti})", file=sys.stderr)
     return 0
@@ -69,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     token = commands.add_parser("token", help="issue or revoke API tokens").add_subparsers(dest="action", required=True)
     create = token.add_parser("create", help="print a signed JWT for a tenant")
     create.add_argument("--tenant", required=True)
-    create.add_argument("--scope", action="append", default=[], help="jobs:read, jobs:write (default: both)")
+    create.add_argument("--scope", action="append", default=[],
+                        help="jobs:read, jobs:write (default: both), metrics:read (for Prometheus)")
     create.add_argument("--ttl", type=_ttl, default=_ttl("365d"), help="lifetime, e.g. 12h or 365d (default 365d)")
     create.set_defaults(handler=_token_create)
     revoke = token.add_parser("revoke", help="refuse a token from now on")

@@ -3,20 +3,23 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
+import re
 import shutil
+import threading
 import time
-import uuid
 
 from flask import Blueprint, current_app, g, request, url_for
 
+from . import links, uploads
 from .auth import require
-from .fetch import FetchError, check_url
+from .edge import accepts_uploads
 from .problems import Problem
-from .store import ITEM_DONE, JOB_STATUSES, QUEUED, RUNNING, TEMPLATE_ID_PREFIX, UPLOAD_PREFIX, Conflict, Job
+from .store import ITEM_DONE, JOB_STATUSES, QUEUED, RUNNING, SUCCEEDED, TEMPLATE_ID_PREFIX, Conflict, Job
+from .urlpolicy import RefusedURL
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1")
 MAX_WAIT = 55.0
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
 
 
 def _ext(name: str):
@@ -25,21 +28,6 @@ def _ext(name: str):
 
 def _settings():
     return current_app.config["SETTINGS"]
-
-
-def _link(target: str) -> str:
-    """A signed, expiring link to a file under the service's folders (named relative to them, so
-    links do not show server paths) or to `archive:<job id>`."""
-    settings = _settings()
-    if not target.startswith("archive:"):
-        for kind, base in (("output", settings.outputs_dir), ("data", settings.data_dir)):
-            if target.startswith(base + os.sep):
-                target = f"{kind}:{os.path.relpath(target, base)}"
-                break
-    token = _ext("links").dumps(target)
-    if settings.public_url:
-        return settings.public_url.rstrip("/") + url_for("downloads.download", token=token)
-    return url_for("downloads.download", token=token, _external=True)
 
 
 def job_document(job: Job) -> dict:
@@ -53,7 +41,7 @@ def job_document(job: Job) -> dict:
     for item in job.items:
         entry = {"index": item.index, "template": item.template, "status": item.status, "stage": item.stage,
                  "error": item.error, "frames_done": item.frames_done, "frames_total": item.frames_total,
-                 "video_url": _link(item.output) if item.status == "succeeded" and item.output else None}
+                 "video_url": links.link(links.VIDEO, job.id, item.index) if item.status == SUCCEEDED else None}
         items.append(entry)
     document = {
         "id": job.id, "status": job.status, "created_at": job.created, "started_at": job.started,
@@ -67,17 +55,50 @@ def job_document(job: Job) -> dict:
         "archive_url": None,
     }
     if job.zip and finished and document["video_urls"]:
-        document["archive_url"] = _link(f"archive:{job.id}")
+        document["archive_url"] = links.link(links.ARCHIVE, job.id)
     return document
 
 
-def _validated(body: dict, audio_key: str, templates_key: str) -> dict:
+def _depth(value) -> int:
+    """How deeply a parsed JSON value nests (iteratively: no recursion limit to hit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
+    return deepest
+
+
+def json_body() -> dict:
+    """The request's JSON object; Problem 400 for anything else (bad JSON, too deep, not an object)."""
+    settings = _settings()
+    try:
+        body = json.loads(request.get_data(cache=True) or b"null")
+    except (ValueError, RecursionError):
+        raise Problem(400, "send a JSON object (the body is not valid JSON, or nests too deeply)")
+    if _depth(body) > settings.max_json_depth:
+        raise Problem(400, f"the JSON nests over {settings.max_json_depth} levels deep")
     if not isinstance(body, dict):
         raise Problem(400, "send a JSON object")
+    return body
+
+
+def _check_url(url: str, field: str) -> None:
+    try:
+        _ext("urlpolicy").check(url)
+    except RefusedURL as exc:
+        raise Problem(400, f"'{field}': {exc}")
+
+
+def _validated(body: dict, audio_key: str, templates_key: str, uploaded: bool) -> dict:
     settings = _settings()
     audio_url = body.get(audio_key)
     templates = body.get(templates_key)
-    if not isinstance(audio_url, str) or not audio_url:
+    if uploaded:
+        if audio_url is not None:
+            raise Problem(400, f"send the narration as the 'audio' file or as '{audio_key}', not both")
+    elif not isinstance(audio_url, str) or not audio_url:
         raise Problem(400, f"'{audio_key}' is required: the URL of the narration audio")
     if isinstance(templates, str):
         templates = [templates]
@@ -91,103 +112,116 @@ def _validated(body: dict, audio_key: str, templates_key: str) -> dict:
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise Problem(400, "'metadata' must be a JSON object")
+    if metadata is not None and len(json.dumps(metadata)) > settings.max_metadata_kb * 1024:
+        raise Problem(400, f"'metadata' is over {settings.max_metadata_kb} KB as JSON; keep ids there, not content")
     wait = body.get("wait_seconds", 0)
     if isinstance(wait, bool) or not isinstance(wait, (int, float)) or not 0 <= wait <= MAX_WAIT:
         raise Problem(400, f"'wait_seconds' must be a number from 0 to {MAX_WAIT:g}")
     zip_ = body.get("zip", False)
     if not isinstance(zip_, bool):
         raise Problem(400, "'zip' must be true or false")
+    if not uploaded:
+        _check_url(audio_url, audio_key)
     store, tenant = _ext("store"), g.principal.tenant
-    for template in templates:
+    for template in dict.fromkeys(templates):
         if template.startswith(TEMPLATE_ID_PREFIX):
             known = store.template(template, tenant)
             if known is None:
-                raise Problem(400, f"no template {template!r}; upload it with POST /api/v1/templates or give a URL")
+                raise Problem(400, f"no template {template[:100]!r}; upload it with POST /api/v1/templates or give a URL")
             if known.status != "ready":
                 raise Problem(400, f"template {template!r} was rejected: {known.reason}")
-    urls = [audio_url] if not audio_url.startswith(UPLOAD_PREFIX) else []
-    urls += [t for t in templates if not t.startswith(TEMPLATE_ID_PREFIX)] + ([callback_url] if callback_url else [])
-    for url in urls:
-        try:
-            check_url(url, settings.allowed_hosts)
-        except FetchError as exc:
-            raise Problem(400, str(exc))
-    return {"audio_url": audio_url, "templates": templates, "callback_url": callback_url,
+        else:
+            _check_url(template, templates_key)
+    if callback_url:
+        _check_url(callback_url, "callback_url")
+    return {"audio_url": audio_url or "", "templates": templates, "callback_url": callback_url,
             "metadata": metadata, "zip": zip_, "wait_seconds": float(wait)}
 
 
-def _form_body(audio_key: str, templates_key: str) -> tuple[dict, str | None]:
-    """A multipart submission: the narration as the `audio` file, the rest as form fields.
-    The file is kept under the data directory and stands in for `audio_url`."""
-    settings = _settings()
-    upload = request.files.get("audio")
-    if upload is None:
-        raise Problem(400, "a multipart job needs the narration as an 'audio' file (or send JSON with 'audio_url')")
-    upload_id = uuid.uuid4().hex
-    folder = os.path.join(settings.data_dir, "uploads")
-    os.makedirs(folder, exist_ok=True)
-    path = os.path.join(folder, upload_id)
-    upload.save(path)
-    size = os.path.getsize(path)
-    if not 0 < size <= settings.max_download_mb * 2**20:
-        os.remove(path)
-        raise Problem(400 if size == 0 else 413, "the narration file is empty" if size == 0 else
-                      f"the narration is over the {settings.max_download_mb} MB limit")
-    with open(path, "rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    body: dict = {audio_key: UPLOAD_PREFIX + upload_id, templates_key: request.form.getlist(templates_key)}
+def _form_body(templates_key: str) -> dict:
+    """A multipart submission's fields (the narration is the `audio` file, saved separately)."""
+    body: dict = {templates_key: request.form.getlist(templates_key)}
     for key in ("callback_url", "wait_seconds", "zip", "metadata"):
         value = request.form.get(key)
         if value is None:
             continue
         try:
             body[key] = json.loads(value) if key != "callback_url" else value
-        except ValueError:
+        except (ValueError, RecursionError):
             raise Problem(400, f"'{key}' must be JSON (a number, true/false or an object)")
-    return body, digest
+    return body
+
+
+class Waiters:
+    """Requests that wait for their job (wait_seconds) hold a server thread; beyond `limit` at
+    once, a submit answers at once (202) so that threads stay free for everyone else."""
+
+    def __init__(self, limit: int):
+        self.slots = threading.BoundedSemaphore(max(limit, 1)) if limit > 0 else None
+
+    def wait(self, store, job: Job, seconds: float) -> Job:
+        if seconds <= 0 or self.slots is None or not self.slots.acquire(blocking=False):
+            return job
+        try:
+            deadline = time.monotonic() + seconds
+            while job.status in (QUEUED, RUNNING) and time.monotonic() < deadline:
+                time.sleep(0.25)
+                job = store.job(job.id) or job
+            return job
+        finally:
+            self.slots.release()
 
 
 def _submit(audio_key: str, templates_key: str):
     settings, store = _settings(), _ext("store")
-    digest = None
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not IDEMPOTENCY_KEY.fullmatch(key):
+        raise Problem(400, "'Idempotency-Key' must be 1-200 visible ASCII characters")
+    upload = None
     if request.mimetype == "multipart/form-data":
-        body, digest = _form_body(audio_key, templates_key)
-    else:
-        body = request.get_json(silent=True)
-    fields = _validated(body, audio_key, templates_key)
-    free_mb = shutil.disk_usage(settings.data_dir).free / 2**20
-    if free_mb < settings.min_free_mb:
-        raise Problem(503, f"the server is low on disk space ({free_mb:.0f} MB free); try again later")
-    if store.queued_items() + len(fields["templates"]) > settings.queue_limit:
-        raise Problem(429, "the queue is full; try again in a minute", {"Retry-After": "60"})
-    # An uploaded narration counts by its content, not by where it was kept.
-    hashed = {k: v for k, v in fields.items() if k != "wait_seconds"}
-    if digest:
-        hashed["audio_url"] = "sha256:" + digest
-    request_hash = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
+        if request.files.get("audio") is None:
+            raise Problem(400, "a multipart job needs the narration as an 'audio' file (or send JSON with 'audio_url')")
+        upload = uploads.save(settings, request.files["audio"], "narration")
+    created = False
     try:
-        job, created = store.create_job(g.principal.tenant, fields["audio_url"], fields["templates"],
-                                        fields["callback_url"], fields["metadata"], fields["zip"],
-                                        request.headers.get("Idempotency-Key"), request_hash)
-    except Conflict:
-        raise Problem(409, "this Idempotency-Key was already used with a different request body")
+        body = _form_body(templates_key) if upload else json_body()
+        fields = _validated(body, audio_key, templates_key, uploaded=upload is not None)
+        free_mb = shutil.disk_usage(settings.data_dir).free / 2**20
+        if free_mb < settings.min_free_mb:
+            raise Problem(503, f"the server is low on disk space ({free_mb:.0f} MB free); try again later")
+        if store.queued_items() + len(fields["templates"]) > settings.queue_limit:
+            raise Problem(429, "the queue is full; try again in a minute", {"Retry-After": "60"})
+        # An uploaded narration counts by its content, not by where it was kept.
+        hashed = {k: v for k, v in fields.items() if k != "wait_seconds"}
+        if upload:
+            hashed["audio_url"] = "sha256:" + upload.sha256
+        request_hash = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
+        try:
+            job, created = store.create_job(
+                g.principal.tenant, fields["audio_url"], upload.id if upload else None,
+                upload.name if upload else fields["audio_url"], fields["templates"], fields["callback_url"],
+                fields["metadata"], fields["zip"], key, request_hash)
+        except Conflict:
+            raise Problem(409, "this Idempotency-Key was already used with a different request body")
+    finally:
+        if upload and not created:  # refused, or a retry of a job that has its own copy
+            uploads.remove(settings, upload.id)
     _ext("workers").notify()
-    deadline = time.monotonic() + fields["wait_seconds"]
-    while job.status in (QUEUED, RUNNING) and time.monotonic() < deadline:
-        time.sleep(0.25)
-        job = store.job(job.id)
+    job = _ext("waiters").wait(store, job, fields["wait_seconds"])
     finished = job.status not in (QUEUED, RUNNING)
     return job_document(job), 200 if finished else 202, {"Location": url_for("jobs.get_job", job_id=job.id)}
 
 
 @bp.post("/jobs")
 @require("jobs:write")
+@accepts_uploads
 def create_job():
     return _submit("audio_url", "templates")
 
 
 @bp.post("/generate-batch")
 @require("jobs:write")
+@accepts_uploads
 def generate_batch():
     """The request HeyGem integrations already send."""
     return _submit("audio_url", "video_templates")
@@ -244,5 +278,5 @@ def delete_job(job_id: str):
     store = _ext("store")
     store.request_cancel(job.id)  # a running item stops at its next progress report
     store.delete_job(job.id)
-    _ext("workers").remove_job_files(job.id, job.tenant)
+    _ext("housekeeping").remove_job(job)
     return "", 204

@@ -1,8 +1,15 @@
 """Errors as RFC 7807 problem documents (application/problem+json) with a human message."""
 from __future__ import annotations
 
-from flask import Flask, jsonify
+import json
+import logging
+import uuid
+from http import HTTPStatus
+
+from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("heygem.errors")
 
 
 class Problem(Exception):
@@ -11,28 +18,36 @@ class Problem(Exception):
         self.status, self.detail, self.headers = status, detail, headers or {}
 
 
-def _response(status: int, title: str, detail: str, headers: dict | None = None):
-    response = jsonify({"type": "about:blank", "title": title, "status": status, "detail": detail})
-    response.status_code = status
-    response.content_type = "application/problem+json"
+def document(status: int, detail: str, **extra) -> bytes:
+    return json.dumps({"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status,
+                       "detail": detail, **extra}).encode()
+
+
+def _response(status: int, detail: str, headers: dict | None = None, **extra) -> Response:
+    response = Response(document(status, detail, **extra), status=status, content_type="application/problem+json")
     response.headers.update(headers or {})
     return response
 
 
-def register(app: Flask) -> None:
-    from http import HTTPStatus
+def fault_id() -> str:
+    """An id for an unexpected error: in the answer and, with the traceback, in the log."""
+    return uuid.uuid4().hex[:16]
 
+
+def register(app: Flask) -> None:
     @app.errorhandler(Problem)
     def problem(error: Problem):
-        return _response(error.status, HTTPStatus(error.status).phrase, error.detail, error.headers)
+        return _response(error.status, error.detail, error.headers)
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
         # Keep the exception's own headers (Allow on a 405), not its HTML content type.
         headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
-        return _response(error.code or 500, error.name, error.description or error.name, headers)
+        return _response(error.code or 500, error.description or error.name, headers)
 
     @app.errorhandler(Exception)
     def fault(error: Exception):
-        app.logger.exception("unhandled error")
-        return _response(500, "Internal Server Error", "the gateway hit an internal fault; it is logged")
+        error_id = fault_id()
+        log.error("unhandled error", exc_info=error, extra={"event": "fault", "error_id": error_id})
+        return _response(500, f"the gateway hit an internal fault (error id {error_id}); it is logged",
+                         error_id=error_id)

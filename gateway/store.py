@@ -13,10 +13,8 @@ from dataclasses import dataclass
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, PARTIAL = "queued", "running", "succeeded", "failed", "canceled", "partial"
 ITEM_DONE = (SUCCEEDED, FAILED, CANCELED)
 JOB_STATUSES = (QUEUED, RUNNING, SUCCEEDED, PARTIAL, FAILED, CANCELED)
-# How a job's stored sources name things that are not URLs: a template kept by the service, a
-# narration uploaded with the job.
+# A template kept by the service, named in a job's templates by its id.
 TEMPLATE_ID_PREFIX = "tpl_"
-UPLOAD_PREFIX = "upload:"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -42,6 +40,18 @@ CREATE TABLE IF NOT EXISTS templates (
 );
 CREATE INDEX IF NOT EXISTS templates_tenant ON templates (tenant, created);
 """
+# Schema changes, in order; PRAGMA user_version counts those applied.
+MIGRATIONS = [
+    SCHEMA,
+    # A narration uploaded with a job is named by an id the service made, never by a string the
+    # client sent (`upload:<path>` in audio_url was read as a path); audio_name is what to call
+    # it in messages (its file name, or the URL).
+    """ALTER TABLE jobs ADD COLUMN audio_upload TEXT;
+       ALTER TABLE jobs ADD COLUMN audio_name TEXT;
+       UPDATE jobs SET audio_upload = substr(audio_url, 8), audio_name = 'the uploaded narration', audio_url = ''
+        WHERE audio_url LIKE 'upload:%';
+       UPDATE jobs SET audio_name = audio_url WHERE audio_name IS NULL;""",
+]
 
 
 @dataclass
@@ -67,7 +77,9 @@ class Job:
     created: float
     started: float | None
     finished: float | None
-    audio_url: str
+    audio_url: str              # '' when the narration was uploaded with the job
+    audio_upload: str | None    # the upload's id
+    audio_name: str             # what messages call the narration
     callback_url: str | None
     metadata: dict | None
     zip: bool
@@ -102,9 +114,16 @@ class Store:
         self.path = path
         self.local = threading.local()
         self.write_lock = threading.Lock()  # one writer at a time: no SQLITE_BUSY retries
-        with self._db() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+        db = self._db()
+        db.execute("PRAGMA journal_mode=WAL")
+        with self.write_lock:
+            db.execute("BEGIN IMMEDIATE")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            for number, script in enumerate(MIGRATIONS[version:], version + 1):
+                for statement in filter(str.strip, script.split(";")):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number}")
+            db.execute("COMMIT")
 
     def _db(self) -> sqlite3.Connection:
         db = getattr(self.local, "db", None)
@@ -129,8 +148,9 @@ class Store:
 
     # jobs -------------------------------------------------------------------------------------
 
-    def create_job(self, tenant: str, audio_url: str, templates: list[str], callback_url: str | None,
-                   metadata: dict | None, zip_: bool, idempotency_key: str | None, request_hash: str) -> tuple[Job, bool]:
+    def create_job(self, tenant: str, audio_url: str, audio_upload: str | None, audio_name: str, templates: list[str],
+                   callback_url: str | None, metadata: dict | None, zip_: bool, idempotency_key: str | None,
+                   request_hash: str) -> tuple[Job, bool]:
         """(job, created): an idempotency key seen before with the same body returns that job."""
         result: dict = {}
 
@@ -145,9 +165,9 @@ class Store:
                     return
             job_id = uuid.uuid4().hex
             seq = (db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0])
-            db.execute("INSERT INTO jobs (id, tenant, status, created, audio_url, callback_url, metadata, zip, "
-                       "idempotency_key, request_hash, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                       (job_id, tenant, QUEUED, time.time(), audio_url, callback_url,
+            db.execute("INSERT INTO jobs (id, tenant, status, created, audio_url, audio_upload, audio_name, callback_url, "
+                       "metadata, zip, idempotency_key, request_hash, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                       (job_id, tenant, QUEUED, time.time(), audio_url, audio_upload, audio_name, callback_url,
                         json.dumps(metadata) if metadata is not None else None, int(zip_), idempotency_key,
                         request_hash, seq))
             db.executemany("INSERT INTO items (job_id, idx, template, status, seq) VALUES (?,?,?,?,?)",
@@ -169,7 +189,7 @@ class Store:
                       r["frames_done"], r["frames_total"], r["started"], r["finished"])
                  for r in db.execute("SELECT * FROM items WHERE job_id=? ORDER BY idx", (job_id,))]
         return Job(row["id"], row["tenant"], row["status"], row["created"], row["started"], row["finished"],
-                   row["audio_url"], row["callback_url"], json.loads(row["metadata"]) if row["metadata"] else None,
+                   row["audio_url"], row["audio_upload"], row["audio_name"], row["callback_url"], json.loads(row["metadata"]) if row["metadata"] else None,
                    bool(row["zip"]), bool(row["cancel_requested"]), row["seq"], items)
 
     def jobs(self, tenant: str, status: str | None, limit: int, before_seq: int | None) -> list[Job]:
@@ -283,8 +303,12 @@ class Store:
         values = tuple(template.__dict__.values())
         self._write(lambda db: db.execute(f"INSERT INTO templates VALUES ({','.join('?' * len(values))})", values))
 
-    def template(self, template_id: str, tenant: str) -> Template | None:
-        row = self._db().execute("SELECT * FROM templates WHERE id=? AND tenant=?", (template_id, tenant)).fetchone()
+    def template(self, template_id: str, tenant: str | None = None) -> Template | None:
+        """The template `template_id` (only if `tenant`'s, when given)."""
+        query, args = "SELECT * FROM templates WHERE id=?", [template_id]
+        if tenant is not None:
+            query, args = query + " AND tenant=?", args + [tenant]
+        row = self._db().execute(query, args).fetchone()
         return Template(**dict(row)) if row else None
 
     def templates(self, tenant: str) -> list[Template]:
@@ -297,6 +321,20 @@ class Store:
     def unfinished_jobs(self) -> list[Job]:
         rows = self._db().execute("SELECT id FROM jobs WHERE status IN (?, ?)", (QUEUED, RUNNING)).fetchall()
         return [job for row in rows if (job := self.job(row["id"])) is not None]
+
+    # housekeeping -----------------------------------------------------------------------------
+
+    def live_uploads(self) -> set[str]:
+        """Uploaded narrations that unfinished jobs still need."""
+        rows = self._db().execute("SELECT audio_upload FROM jobs WHERE audio_upload IS NOT NULL AND status IN (?, ?)",
+                                  (QUEUED, RUNNING))
+        return {row[0] for row in rows}
+
+    def unfinished_job_ids(self) -> set[str]:
+        return {row[0] for row in self._db().execute("SELECT id FROM jobs WHERE status IN (?, ?)", (QUEUED, RUNNING))}
+
+    def template_ids(self) -> set[str]:
+        return {row[0] for row in self._db().execute("SELECT id FROM templates")}
 
     # tokens -----------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from flask import Blueprint, Response, current_app, send_file
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
+from .auth import require
 from .problems import Problem
 
 bp = Blueprint("system", __name__)
@@ -50,6 +51,7 @@ def readyz():
 
 
 @bp.get("/metrics")
+@require("metrics:read")
 def metrics():
     return Response(generate_latest(current_app.extensions["registry"]), mimetype=CONTENT_TYPE_LATEST)
 

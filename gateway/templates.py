@@ -14,22 +14,22 @@ from werkzeug.utils import secure_filename
 import engine
 from engine.media import probe_video, read_frames, read_image
 
+from . import links, paths
 from .auth import require
-from .fetch import FetchError, fetch
-from .jobs import _link, _settings
+from .edge import accepts_uploads
+from .fetch import fetch
+from .jobs import _settings, json_body
 from .problems import Problem
 from .store import TEMPLATE_ID_PREFIX, Template
+from .urlpolicy import OutboundError
+from .worker import engine_message
 
 bp = Blueprint("templates", __name__, url_prefix="/api/v1")
 THUMBNAIL_SIDE = 320
 
 
-def template_dir(settings, tenant: str, template_id: str) -> str:
-    return os.path.join(settings.data_dir, "templates", tenant, template_id)
-
-
-def _thumbnail(path: str, is_image: bool, fps: float, dest: str) -> str | None:
-    image = read_image(path) if is_image else next((frame for _, frame in read_frames(path, fps, 0, 1)), None)
+def _thumbnail(path: str, is_image: bool, fps: float, dest: str, limits) -> str | None:
+    image = read_image(path, limits) if is_image else next((frame for _, frame in read_frames(path, fps, 0, 1)), None)
     if image is None:
         return None
     scale = THUMBNAIL_SIDE / max(image.shape[:2])
@@ -42,52 +42,62 @@ def document(template: Template) -> dict:
     return {"id": template.id, "name": template.name, "status": template.status, "reason": template.reason,
             "width": template.width, "height": template.height, "fps": template.fps, "duration": template.duration,
             "faces": template.faces, "created_at": template.created,
-            "thumbnail_url": _link(template.thumbnail) if template.thumbnail else None}
+            "thumbnail_url": links.link(links.THUMBNAIL, template.id) if template.thumbnail else None}
 
 
 @bp.post("/templates")
 @require("jobs:write")
+@accepts_uploads
 def create_template():
     settings, store = _settings(), current_app.extensions["store"]
+    # Analysis holds a server thread for seconds to minutes: only a few at once.
+    analyses = current_app.extensions["analyses"]
+    if not analyses.acquire(blocking=False):
+        raise Problem(503, f"{settings.max_analyses} templates are being analysed already; try again in a minute",
+                      {"Retry-After": "30"})
     template_id = TEMPLATE_ID_PREFIX + uuid.uuid4().hex[:20]
-    folder = template_dir(settings, g.principal.tenant, template_id)
-    os.makedirs(folder, exist_ok=True)
-    source = os.path.join(folder, "source")
+    folder = paths.template_dir(settings, g.principal.tenant, template_id)
+    source = paths.template_file(settings, g.principal.tenant, template_id, "source")
     try:
+        os.makedirs(folder, exist_ok=True)
         upload = request.files.get("file")
         if upload is not None:
             name = secure_filename(upload.filename or "") or "template"
             upload.save(source)
-            if os.path.getsize(source) > settings.max_download_mb * 2**20:
-                raise Problem(413, f"the file is over the {settings.max_download_mb} MB limit")
+            if os.path.getsize(source) > settings.max_upload_mb * 2**20:
+                raise Problem(413, f"the file is over the {settings.max_upload_mb} MB limit")
         else:
-            body = request.get_json(silent=True)
-            url = body.get("url") if isinstance(body, dict) else None
+            url = json_body().get("url") if request.mimetype != "multipart/form-data" else None
             if not isinstance(url, str) or not url:
                 raise Problem(400, "send the template as a multipart 'file' or as JSON {\"url\": ...}")
-            name = os.path.basename(url.split("?")[0]) or "template"
+            name = secure_filename(os.path.basename(url.split("?")[0].split("#")[0])) or "template"
             try:
-                fetch(url, source, settings.allowed_hosts, settings.max_download_mb * 2**20, settings.download_timeout)
-            except FetchError as exc:
+                fetch(current_app.extensions["urlpolicy"], url, source, settings.max_download_mb * 2**20,
+                      settings.download_timeout, settings.download_max_seconds)
+            except OutboundError as exc:
                 raise Problem(400, str(exc))
         if os.path.getsize(source) == 0:
-            raise Problem(400, "the file is empty")
+            raise Problem(400, f"{name}: the file is empty")
         status, reason, track = "ready", None, None
+        limits = settings.engine_limits
         try:
-            track = engine.prepare_template(source, cache_dir=os.path.join(settings.data_dir, "template-cache"))
+            track = engine.prepare_template(source, cache_dir=paths.template_cache(settings), limits=limits)
         except engine.NoFaceError as exc:
-            status, reason = "rejected", str(exc).replace("source: ", "")
+            status, reason = "rejected", engine_message(exc, {source: name})
         except engine.MediaError as exc:
-            raise Problem(400, f"{name}: {str(exc).replace('source: ', '')}")
-        info = track.info if track else probe_video(source)
-        thumbnail = _thumbnail(source, info.is_image, info.fps, os.path.join(folder, "thumbnail.jpg"))
+            raise Problem(400, engine_message(exc, {source: name}))
+        info = track.info if track else probe_video(source, limits)
+        thumbnail = _thumbnail(source, info.is_image, info.fps,
+                               paths.template_file(settings, g.principal.tenant, template_id, "thumbnail.jpg"), limits)
+        template = Template(template_id, g.principal.tenant, name, source, status, reason, info.width, info.height,
+                            info.fps, info.duration if not info.is_image else None,
+                            track.faces_max if track else 0, thumbnail, time.time())
+        store.add_template(template)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    template = Template(template_id, g.principal.tenant, name, source, status, reason, info.width, info.height,
-                        info.fps, info.duration if not info.is_image else None,
-                        track.faces_max if track else 0, thumbnail, time.time())
-    store.add_template(template)
+    finally:
+        analyses.release()
     return document(template), 201
 
 
@@ -115,5 +125,5 @@ def get_template(template_id: str):
 def delete_template(template_id: str):
     template = _own_template(template_id)
     current_app.extensions["store"].delete_template(template.id)
-    shutil.rmtree(template_dir(_settings(), template.tenant, template.id), ignore_errors=True)
+    shutil.rmtree(paths.template_dir(_settings(), template.tenant, template.id), ignore_errors=True)
     return "", 204

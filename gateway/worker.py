@@ -1,13 +1,11 @@
 """Background rendering: worker threads take queued items from the store, fetch what they need
 and run the engine into the outputs directory; a watcher publishes finished files found there
-(ours, or an external engine's that writes into the same directory); a housekeeping thread
-removes expired jobs."""
+(ours, or an external engine's that writes into the same directory); periodic housekeeping."""
 from __future__ import annotations
 
 import hashlib
 import logging
 import os
-import shutil
 import threading
 import time
 from collections import OrderedDict
@@ -16,30 +14,36 @@ from prometheus_client import Histogram
 
 import engine
 from engine import EngineError
-from engine.pipeline import output_name
 
-from .fetch import FetchError, fetch
-from .store import CANCELED, FAILED, ITEM_DONE, SUCCEEDED, TEMPLATE_ID_PREFIX, UPLOAD_PREFIX, Item, Job, Store
+from . import paths
+from .fetch import fetch
+from .problems import fault_id
+from .store import CANCELED, FAILED, ITEM_DONE, SUCCEEDED, TEMPLATE_ID_PREFIX, Item, Job, Store
+from .urlpolicy import OutboundError, UrlPolicy
 
 log = logging.getLogger("heygem.worker")
 PROGRESS_INTERVAL = 0.5  # seconds between progress writes
+SWEEP_INTERVAL = 600.0
 
 
 class Canceled(Exception):
     pass
 
 
-def job_dir(settings, job: Job) -> str:
-    return os.path.join(settings.outputs_dir, job.tenant, job.id)
-
-
-def work_dir(settings, job_id: str) -> str:
-    return os.path.join(settings.data_dir, "work", job_id)
+def engine_message(exc: EngineError, names: dict[str, str]) -> str:
+    """An engine error as its user should read it. The engine names a file by its base name
+    (`source: no face found ...`); say instead what the user sent (the URL, their file's name)."""
+    text = str(exc)
+    for path, name in names.items():
+        base = os.path.basename(path)
+        if text.startswith(base + ":"):
+            return name + text[len(base):]
+    return text
 
 
 class WorkerPool:
-    def __init__(self, settings, store: Store, registry):
-        self.settings, self.store = settings, store
+    def __init__(self, settings, store: Store, registry, policy: UrlPolicy, housekeeping):
+        self.settings, self.store, self.policy, self.housekeeping = settings, store, policy, housekeeping
         self.wake = threading.Event()
         self.stop = threading.Event()
         self.audio: OrderedDict[str, engine.AudioTrack] = OrderedDict()  # a few jobs' analysed narrations
@@ -56,8 +60,10 @@ class WorkerPool:
         requeued = self.store.requeue_interrupted()
         if requeued:
             log.info("requeued interrupted items", extra={"event": "requeue", "items": requeued})
+        self.housekeeping.startup()
         loops = [(self._run, f"worker-{i}") for i in range(self.settings.workers)]
-        loops += [(lambda: self._every(1.0, self.watch_once), "watcher"), (lambda: self._every(600, self.sweep), "retention")]
+        loops += [(lambda: self._every(1.0, self.watch_once), "watcher"),
+                  (lambda: self._every(SWEEP_INTERVAL, self.housekeeping.sweep), "housekeeping")]
         for target, name in loops:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -83,46 +89,53 @@ class WorkerPool:
             status = self._process(item)
             self.item_seconds.labels(status).observe(time.monotonic() - started)
 
-    def _narration(self, job: Job) -> engine.AudioTrack:
+    def _fetch(self, url: str, path: str) -> str:
+        settings = self.settings
+        if os.path.exists(path):  # an earlier item of the job downloaded it
+            return path
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return fetch(self.policy, url, path, settings.max_download_mb * 2**20, settings.download_timeout,
+                     settings.download_max_seconds)
+
+    def _narration_file(self, job: Job) -> str:
+        if job.audio_upload:  # sent with the job, already on disk
+            path = paths.upload(self.settings, job.audio_upload)
+            if not os.path.exists(path):
+                raise OutboundError(f"{job.audio_name}: the uploaded narration is no longer on the server; "
+                                    "submit the job again")
+            return path
+        return self._fetch(job.audio_url, paths.work_file(self.settings, job.id, "narration"))
+
+    def _narration(self, job: Job, path: str) -> engine.AudioTrack:
         with self.audio_lock:
             if job.id in self.audio:
                 self.audio.move_to_end(job.id)
                 return self.audio[job.id]
-        folder = work_dir(self.settings, job.id)
-        os.makedirs(folder, exist_ok=True)
-        path = os.path.join(folder, "narration")
-        if job.audio_url.startswith(UPLOAD_PREFIX):  # sent with the job, already on disk
-            path = os.path.join(self.settings.data_dir, "uploads", job.audio_url[len(UPLOAD_PREFIX):])
-        elif not os.path.exists(path):
-            self._fetch(job.audio_url, path)
-        track = engine.analyse_audio(path)
+        track = engine.analyse_audio(path, self.settings.engine_limits)
         with self.audio_lock:
             self.audio[job.id] = track
             while len(self.audio) > 4:
                 self.audio.popitem(last=False)
         return track
 
-    def _fetch(self, url: str, path: str) -> str:
-        settings = self.settings
-        return fetch(url, path, settings.allowed_hosts, settings.max_download_mb * 2**20, settings.download_timeout)
-
-    def _template(self, job: Job, item: Item) -> str:
+    def _template(self, job: Job, item: Item) -> tuple[str, str]:
+        """(path, what to call it) of the item's template."""
         if item.template.startswith(TEMPLATE_ID_PREFIX):
             template = self.store.template(item.template, job.tenant)
-            if template is None or not os.path.exists(template.path):
-                raise FetchError(f"template {item.template!r} has been deleted")
-            return template.path
+            path = template and paths.template_file(self.settings, job.tenant, template.id, "source")
+            if template is None or not os.path.exists(path):
+                raise OutboundError(f"template {item.template!r} has been deleted")
+            return path, f"{template.name} ({template.id})"
         digest = hashlib.sha256(item.template.encode()).hexdigest()[:16]
-        path = os.path.join(work_dir(self.settings, job.id), f"template-{digest}")
-        return path if os.path.exists(path) else self._fetch(item.template, path)
+        return self._fetch(item.template, paths.work_file(self.settings, job.id, f"template-{digest}")), item.template
 
     def _process(self, item: Item) -> str:
-        store = self.store
+        store, settings = self.store, self.settings
         job = store.job(item.job_id)
         if job is None:
             return CANCELED
         fields = {"event": "item", "job": job.id, "tenant": job.tenant, "item": item.index}
-        output = os.path.join(job_dir(self.settings, job), output_name(item.index))
+        names: dict[str, str] = {}
         last = [0.0]
 
         def progress(done: int, total: int) -> None:
@@ -134,26 +147,32 @@ class WorkerPool:
                 store.progress(item, "rendering", done, total)
 
         try:
+            output = paths.output(settings, job.tenant, job.id, item.index)
             store.progress(item, "downloading narration")
-            audio = self._narration(job)
+            narration = self._narration_file(job)
+            names[narration] = job.audio_name
+            audio = self._narration(job, narration)
             store.progress(item, "downloading template")
-            template = self._template(job, item)
+            template, template_name = self._template(job, item)
+            names[template] = template_name
             if store.cancel_requested(job.id):
                 raise Canceled()
             store.progress(item, "analysing face")
-            engine.render(audio, template, output, on_progress=progress,
-                          cache_dir=os.path.join(self.settings.data_dir, "template-cache"))
+            engine.render(audio, template, output, on_progress=progress, cache_dir=paths.template_cache(settings),
+                          limits=settings.engine_limits)
         except Canceled:
             store.finish_item(item, CANCELED, error="canceled while rendering")
             log.info("item canceled", extra={**fields, "status": CANCELED})
             return CANCELED
-        except (EngineError, FetchError) as exc:
-            store.finish_item(item, FAILED, error=str(exc))
-            log.info("item failed", extra={**fields, "status": FAILED, "error": str(exc)})
+        except (EngineError, OutboundError) as exc:
+            error = engine_message(exc, names) if isinstance(exc, EngineError) else str(exc)
+            store.finish_item(item, FAILED, error=error)
+            log.info("item failed", extra={**fields, "status": FAILED, "error": error})
             return FAILED
-        except Exception as exc:  # a fault: the item fails with it, the worker carries on
-            log.exception("item fault", extra={**fields, "status": FAILED})
-            store.finish_item(item, FAILED, error=f"internal error: {exc.__class__.__name__}: {exc}")
+        except Exception:  # a fault: the item fails with it, the worker carries on
+            error_id = fault_id()
+            log.exception("item fault", extra={**fields, "status": FAILED, "error_id": error_id})
+            store.finish_item(item, FAILED, error=f"internal error (error id {error_id}); it is logged")
             return FAILED
         self.publish(job, item, output)
         return SUCCEEDED
@@ -168,15 +187,14 @@ class WorkerPool:
                 publisher(job, item, path)
             self.store.finish_item(item, SUCCEEDED, output=path)
         log.info("item succeeded", extra={"event": "item", "job": job.id, "tenant": job.tenant,
-                                          "item": item.index, "status": SUCCEEDED, "output": path})
+                                          "item": item.index, "status": SUCCEEDED})
 
     def watch_once(self) -> int:
         """Publish finished outputs that appeared for unfinished items; how many."""
         found = 0
         for job in self.store.unfinished_jobs():
-            folder = job_dir(self.settings, job)
             for item in job.items:
-                path = os.path.join(folder, output_name(item.index))
+                path = paths.output(self.settings, job.tenant, job.id, item.index)
                 if item.status not in ITEM_DONE and os.path.isfile(path):
                     self.publish(job, item, path)
                     found += 1
@@ -189,19 +207,3 @@ class WorkerPool:
                 task()
             except Exception:  # noqa: BLE001 - logged; the next run tries again
                 log.exception("%s failed", task.__name__)
-
-    def remove_job_files(self, job_id: str, tenant: str) -> None:
-        shutil.rmtree(os.path.join(self.settings.outputs_dir, tenant, job_id), ignore_errors=True)
-        shutil.rmtree(work_dir(self.settings, job_id), ignore_errors=True)
-        with self.audio_lock:
-            self.audio.pop(job_id, None)
-
-    def sweep(self) -> int:
-        """Remove jobs (records and files) older than the retention period."""
-        expired = self.store.expired_jobs(time.time() - self.settings.retention_days * 86400)
-        for job_id, tenant in expired:
-            self.store.delete_job(job_id)
-            self.remove_job_files(job_id, tenant)
-        if expired:
-            log.info("retention sweep", extra={"event": "sweep", "jobs": len(expired)})
-        return len(expired)

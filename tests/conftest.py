@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import threading
 from fractions import Fraction
+from functools import partial
+from http.server import ThreadingHTTPServer
 
 import av
 import cv2
@@ -17,6 +20,7 @@ from scipy.io import wavfile
 from engine.cli import DEMO_PORTRAIT
 from engine.idle import idle_frames
 from engine.face import FaceTracker
+from gateway_support import FilesHandler
 
 SPEECH = "Papa bought my mom a big blue boat. We met at the market, then we went home."
 
@@ -138,3 +142,23 @@ def cache_dir(tmp_path, monkeypatch):
 def quiet_logs():
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+@pytest.fixture(scope="session")
+def files(media, tmp_path_factory):
+    """The media fixtures served over HTTP on 127.0.0.1: {name: url}, plus `allow`, the server's
+    host:port for HEYGEM_ALLOWED_HOSTS."""
+    root = tmp_path_factory.mktemp("served")
+    for name, path in media.items():
+        if os.path.isfile(path):
+            os.symlink(path, root / (name + os.path.splitext(path)[1]))
+    with open(root / "big.mp4", "wb") as handle:
+        handle.write(os.urandom(3 * 2**20))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(FilesHandler, directory=str(root)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_port}/"
+    urls = {name: base + name + os.path.splitext(path)[1] for name, path in media.items() if os.path.isfile(path)}
+    urls.update(big=base + "big.mp4", redirect=base + "redirect-internal", base=base,
+                allow=f"127.0.0.1:{server.server_port}")
+    yield urls
+    server.shutdown()

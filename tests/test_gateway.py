@@ -5,11 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import threading
 import time
 import zipfile
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import jwt
 import pytest
@@ -17,70 +14,16 @@ import pytest
 from gateway import create_app
 from gateway.auth import create_token
 from gateway.config import Settings
-
-SECRET = "a-test-secret-that-is-long-enough-for-hs256"
-TERMINAL = {"succeeded", "partial", "failed", "canceled"}
-
-
-class Handler(SimpleHTTPRequestHandler):
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        if self.path.startswith("/redirect-internal"):
-            self.send_response(302)
-            self.send_header("Location", "http://169.254.169.254/latest/meta-data/")
-            self.end_headers()
-            return
-        super().do_GET()
-
-
-@pytest.fixture(scope="session")
-def files(media, tmp_path_factory):
-    """The media fixtures served over HTTP on 127.0.0.1: {name: url}."""
-    root = tmp_path_factory.mktemp("served")
-    for name, path in media.items():
-        if os.path.isfile(path):
-            os.symlink(path, root / (name + os.path.splitext(path)[1]))
-    with open(root / "big.mp4", "wb") as handle:
-        handle.write(os.urandom(3 * 2**20))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(root)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_port}/"
-    urls = {name: base + name + os.path.splitext(path)[1] for name, path in media.items() if os.path.isfile(path)}
-    urls.update(big=base + "big.mp4", redirect=base + "redirect-internal", base=base)
-    yield urls
-    server.shutdown()
-
-
-def make_settings(tmp_path, **overrides) -> Settings:
-    values = dict(data_dir=str(tmp_path / "data"), allowed_hosts=["127.0.0.1"], jwt_secret=SECRET,
-                  min_free_mb=1, max_download_mb=2)
-    values.update(overrides)
-    return Settings.from_env(env={}, **values)
+from gateway_support import SECRET, auth, make_settings, wait
 
 
 @pytest.fixture()
-def service(tmp_path, monkeypatch):
+def service(tmp_path, files, monkeypatch):
     monkeypatch.setenv("HEYGEM_CACHE_DIR", str(tmp_path / "cache"))
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, files)
     app = create_app(settings)
     yield app
     app.extensions["workers"].shutdown()
-
-
-def auth(settings, tenant="acme", scopes=("jobs:read", "jobs:write"), ttl=600):
-    return {"Authorization": "Bearer " + create_token(settings, tenant, list(scopes), ttl)[0]}
-
-
-def wait(client, headers, job_id, timeout=120):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.get(f"/api/v1/jobs/{job_id}", headers=headers).get_json()
-        if job["status"] in TERMINAL:
-            return job
-        time.sleep(0.2)
-    raise AssertionError(f"job still {job['status']} after {timeout} s")
 
 
 def test_batch_with_a_failing_item_and_the_archive(service, files):
@@ -256,7 +199,7 @@ def test_downloads_are_checked(service, files):
 
 def test_restart_resumes_interrupted_items(tmp_path, files, monkeypatch):
     monkeypatch.setenv("HEYGEM_CACHE_DIR", str(tmp_path / "cache"))
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, files)
     first = create_app(settings, start_workers=False)
     client = first.test_client()
     headers = auth(settings)
@@ -273,10 +216,12 @@ def test_restart_resumes_interrupted_items(tmp_path, files, monkeypatch):
 
 
 def test_health_metrics_and_spec(service):
-    client = service.test_client()
+    client, settings = service.test_client(), service.config["SETTINGS"]
     assert client.get("/healthz").get_json() == {"status": "ok"}
     assert client.get("/readyz").status_code == 200
-    metrics = client.get("/metrics").get_data(as_text=True)
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers=auth(settings)).status_code == 403  # jobs scopes only
+    metrics = client.get("/metrics", headers=auth(settings, "prometheus", ["metrics:read"])).get_data(as_text=True)
     assert "heygem_queue_depth" in metrics and "heygem_disk_free_bytes" in metrics
     assert client.get("/openapi.yaml").status_code == 200
 
@@ -325,7 +270,7 @@ def test_narration_uploaded_with_the_job(service, files, media):
 
 
 def test_watcher_publishes_what_an_external_engine_writes(tmp_path, files, media):
-    settings = make_settings(tmp_path, workers=0)  # no renderer here: something else writes outputs
+    settings = make_settings(tmp_path, files, workers=0)  # no renderer here: something else writes outputs
     app = create_app(settings)
     try:
         client, headers = app.test_client(), auth(settings)
@@ -343,7 +288,7 @@ def test_watcher_publishes_what_an_external_engine_writes(tmp_path, files, media
 
 
 def test_queue_limit_disk_space_and_retention(tmp_path, files):
-    settings = make_settings(tmp_path, queue_limit=2)
+    settings = make_settings(tmp_path, files, queue_limit=2)
     app = create_app(settings, start_workers=False)
     client, headers = app.test_client(), auth(settings)
     body = {"audio_url": files["speech"], "templates": [files["h264"]] * 2}
@@ -357,10 +302,10 @@ def test_queue_limit_disk_space_and_retention(tmp_path, files):
     assert client.get("/readyz").status_code == 503
     job_id = first.get_json()["id"]
     client.post(f"/api/v1/jobs/{job_id}/cancel", headers=headers)
-    workers = app.extensions["workers"]
-    assert workers.sweep() == 0  # newer than the retention period
+    housekeeping = app.extensions["housekeeping"]
+    assert housekeeping.sweep() == 0  # newer than the retention period
     settings.retention_days = 0
-    assert workers.sweep() == 1 and client.get(f"/api/v1/jobs/{job_id}", headers=headers).status_code == 404
+    assert housekeeping.sweep() == 1 and client.get(f"/api/v1/jobs/{job_id}", headers=headers).status_code == 404
 
 
 def test_rs256_tokens_and_config_file(tmp_path):
@@ -389,7 +334,7 @@ def test_rs256_tokens_and_config_file(tmp_path):
 
 def test_links_expire_and_nginx_can_send_files(tmp_path, files, monkeypatch):
     monkeypatch.setenv("HEYGEM_CACHE_DIR", str(tmp_path / "cache"))
-    settings = make_settings(tmp_path, accel_redirect_prefix="/protected/")
+    settings = make_settings(tmp_path, files, accel_redirect_prefix="/protected/")
     app = create_app(settings)
     try:
         client, headers = app.test_client(), auth(settings)
@@ -409,6 +354,6 @@ def test_links_do_not_show_server_paths(service, files):
     job = client.post("/api/v1/jobs", headers=auth(settings), json={
         "audio_url": files["speech"], "templates": [files["h264"]], "wait_seconds": 55}).get_json()
     token = job["video_urls"][0].rsplit("/", 1)[1]
-    assert settings.data_dir not in service.extensions["links"].loads(token)
-    forged = service.extensions["links"].dumps("output:../../../../etc/passwd")
-    assert client.get(f"/download/{forged}").status_code == 404
+    assert service.extensions["links"].loads(token) == ["video", job["id"], 0]
+    for named in ("output:../../../../etc/passwd", ["video", "../../..", 0], ["thumbnail", "../../jwt-secret"]):
+        assert client.get(f"/download/{service.extensions['links'].dumps(named)}").status_code == 404

@@ -10,11 +10,10 @@ import sys
 import threading
 
 import yaml
-from waitress.server import create_server
-
 from gateway import create_app
 from gateway.auth import create_token
 from gateway.config import Settings
+from gateway.edge import make_server
 from gateway.system import OPENAPI
 
 
@@ -36,11 +35,11 @@ def test_routes_and_spec_agree(tmp_path):
 def test_schemathesis_finds_no_server_error_or_schema_break(tmp_path):
     settings = Settings.from_env(env={}, data_dir=str(tmp_path), min_free_mb=1)
     app = create_app(settings)
-    server = create_server(app, host="127.0.0.1", port=0, threads=8)
+    server = make_server(app, "127.0.0.1", 0)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     try:
-        token = create_token(settings, "acme", ["jobs:read", "jobs:write"], 3600)[0]
+        token = create_token(settings, "acme", ["jobs:read", "jobs:write", "metrics:read"], 3600)[0]
         command = shutil.which("schemathesis", path=os.path.dirname(sys.executable)) or "schemathesis"
         # positive_data_acceptance is left out: made-up URLs in valid-looking bodies are refused
         # on purpose (they do not resolve, or resolve inside the network).

@@ -1,0 +1,153 @@
+"""The HTTP edge: what is refused before a request's body is read, and the server that enforces it.
+
+Waitress reads a whole request, body included, before a thread runs the application, so a size
+limit or a token checked in a view comes after the upload has been received. Here a request's
+line and headers are judged as soon as they arrive: a body larger than its route takes (uploads
+take far more than JSON), or a body sent to a protected route without a valid token, is refused
+then and the connection closed unread. The same rules run in the application (`install`), for
+any other WSGI server and for Flask's test client.
+
+Waitress itself handles connections without threads (idle and slow clients hold a socket, not a
+thread); `make_server` sets its connection limit and idle timeout and adds a deadline for a
+request's headers (slowloris)."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from http import HTTPStatus
+
+from flask import Flask, request
+from waitress.channel import HTTPChannel
+from waitress.parser import HTTPRequestParser
+from waitress.server import TcpWSGIServer
+from waitress.utilities import Error
+from werkzeug.exceptions import HTTPException
+
+from .auth import authorize, verify
+from .problems import Problem, document
+
+log = logging.getLogger("heygem.access")
+
+
+def accepts_uploads(view):
+    """Marks a view that takes multipart file uploads: its bodies may be as large as uploads."""
+    view.accepts_uploads = True
+    return view
+
+
+@dataclass(frozen=True)
+class Admission:
+    refusal: Problem | None
+    body_limit: int  # bytes
+
+
+def admit(app: Flask, method: str, path: str, content_type: str, length: int | None, chunked: bool,
+          authorization: str) -> Admission:
+    """Judge a request from its line and headers alone."""
+    settings = app.config["SETTINGS"]
+    try:
+        endpoint, _ = app.url_map.bind("localhost").match(path, method)
+        view = app.view_functions.get(endpoint)
+    except HTTPException:  # no such route: the application answers it, with a small body at most
+        view = None
+    multipart = content_type.split(";")[0].strip().lower() == "multipart/form-data"
+    if multipart and getattr(view, "accepts_uploads", False):
+        limit, what = settings.max_upload_mb * 2**20 + 2**20, f"{settings.max_upload_mb} MB for an upload"
+    else:
+        limit, what = settings.max_json_kb * 1024, f"{settings.max_json_kb} KB for a request without a file"
+    if not chunked and not length:
+        return Admission(None, limit)
+    scope = getattr(view, "required_scope", None)
+    if scope:
+        try:
+            authorize(verify(authorization, settings, app.extensions["store"]), scope)
+        except Problem as refusal:
+            return Admission(refusal, limit)
+    if length is not None and length > limit:
+        return Admission(Problem(413, f"the request body is {_size(length)}; the limit is {what}"), limit)
+    return Admission(None, limit)
+
+
+def _size(count: int) -> str:
+    return f"{count / 2**20:.1f} MB" if count >= 2**20 else f"{count / 1024:.1f} KB"
+
+
+def install(app: Flask) -> None:
+    """The edge's rules inside the application, and the body limit enforced while reading."""
+    @app.before_request
+    def _admit() -> None:
+        chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+        admission = admit(app, request.method, request.path, request.content_type or "",
+                          request.content_length, chunked, request.headers.get("Authorization", ""))
+        if admission.refusal:
+            raise admission.refusal
+        request.max_content_length = admission.body_limit
+
+
+class _Refusal(Error):
+    """A Problem as waitress's own error response (which also closes the connection)."""
+
+    def __init__(self, problem: Problem):
+        super().__init__(problem.detail)
+        self.code, self.reason, self.problem = problem.status, HTTPStatus(problem.status).phrase, problem
+
+    def to_response(self, ident=None):
+        headers = [("Content-Type", "application/problem+json"), *self.problem.headers.items()]
+        return f"{self.code} {self.reason}", headers, document(self.code, self.problem.detail)
+
+
+class _Parser(HTTPRequestParser):
+    """Waitress's request parser, judging each request as soon as its headers are in."""
+
+    app: Flask
+    header_timeout: float
+
+    def __init__(self, adj):
+        super().__init__(adj)
+        self.first_byte = None
+        self.body_limit = None
+        self.refusal = None
+
+    def received(self, data):
+        if self.first_byte is None:
+            self.first_byte = time.monotonic()
+        if not self.headers_finished and time.monotonic() - self.first_byte > self.header_timeout:
+            HTTPRequestParser.parse_header(self, b"GET / HTTP/1.0\r\n")  # as waitress does for its own header errors
+            self._refuse(Problem(408, f"the request's headers took over {self.header_timeout:g} s to arrive"))
+            return len(data)
+        consumed = super().received(data)
+        if self.body_limit is not None and not self.completed and self.body_bytes_received > self.body_limit:
+            self._refuse(Problem(413, f"the request body is over the {_size(self.body_limit)} limit"))
+        if self.refusal:  # waitress's own checks after the headers must not replace it
+            self.error = self.refusal
+        return consumed
+
+    def parse_header(self, header_plus):
+        super().parse_header(header_plus)
+        admission = admit(self.app, self.command, self.path, self.headers.get("CONTENT_TYPE", ""),
+                          None if self.chunked else self.content_length, self.chunked,
+                          self.headers.get("AUTHORIZATION", ""))
+        self.body_limit = admission.body_limit
+        if admission.refusal:
+            self._refuse(admission.refusal)
+
+    def _refuse(self, problem: Problem) -> None:
+        self.error = self.refusal = _Refusal(problem)
+        self.completed = True
+        self.expect_continue = False  # no "100 Continue": the body is not wanted
+        log.info("request", extra={"event": "request", "method": getattr(self, "command", None),
+                                   "path": getattr(self, "path", None), "status": problem.status, "edge": True})
+
+
+def make_server(app: Flask, host: str, port: int) -> TcpWSGIServer:
+    """Waitress for `app` on host:port, with the edge's rules and the connection settings."""
+    settings = app.config["SETTINGS"]
+    parser = type("Parser", (_Parser,), {"app": app, "header_timeout": settings.http_header_timeout})
+    channel = type("Channel", (HTTPChannel,), {"parser_class": parser})
+    server = type("Server", (TcpWSGIServer,), {"channel_class": channel})
+    largest_body = max(settings.max_upload_mb * 2**20 + 2**20, settings.max_json_kb * 1024)
+    return server(app, host=host, port=port, threads=settings.http_threads, ident="heygem-gateway",
+                  connection_limit=settings.http_connection_limit, channel_timeout=settings.http_idle_timeout,
+                  cleanup_interval=max(1, min(10, settings.http_idle_timeout)), asyncore_use_poll=True,
+                  max_request_body_size=largest_body + 1, backlog=2048)
