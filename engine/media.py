@@ -20,6 +20,10 @@ from PIL import Image, UnidentifiedImageError
 from .errors import AudioError, MediaError
 
 ANALYSIS_RATE = 16000
+# Containers read: self-contained ones only. Playlists and lists (HLS, DASH, ffconcat, ...) name
+# other files or URLs, which FFmpeg would open on the reader's behalf; nested protocols too.
+DEMUXERS = ("mov,matroska,avi,mpegts,mpeg,flv,asf,h264,hevc,m4v,yuv4mpegpipe,gif,apng,webp_pipe,"
+            "wav,w64,aiff,caf,mp3,ogg,flac,aac,amr,ac3,eac3")
 STANDARD_RATES = (24000 / 1001, 24.0, 25.0, 30000 / 1001, 30.0, 50.0, 60000 / 1001, 60.0)
 # Frames buffered to play a stretch of the template backwards (ping-pong looping).
 REVERSE_CHUNK_BYTES = 192 * 1024 * 1024
@@ -56,9 +60,11 @@ def _reason(exc: Exception) -> str:
 def _open(path: str, limits: Limits = DEFAULT_LIMITS) -> av.container.InputContainer:
     try:
         # FFmpeg decodes a few frames while probing; max_pixels stops it at an oversized picture.
-        return av.open(path, options={"max_pixels": str(limits.max_pixels)})
+        return av.open(path, options={"max_pixels": str(limits.max_pixels), "format_whitelist": DEMUXERS,
+                                      "protocol_whitelist": "file"})
     except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
-        raise MediaError(f"{os.path.basename(path)}: not a readable media file ({_reason(exc)})") from exc
+        raise MediaError(f"{os.path.basename(path)}: not a readable media file ({_reason(exc)}); "
+                         "send a video, picture or sound file (not a playlist)") from exc
 
 
 def _check_pixels(path: str, width: int, height: int, limits: Limits) -> None:

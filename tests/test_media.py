@@ -78,3 +78,20 @@ def test_errors_do_not_show_the_servers_folders(media):
         probe_video(media["text"])
     assert os.path.dirname(media["text"]) not in str(error.value)
     assert str(error.value).startswith("notes.mp4: ")
+
+
+def test_playlists_that_name_other_files_are_not_followed(media, tmp_path):
+    import pytest
+
+    from engine import MediaError
+
+    playlists = {"list.m3u8": f"#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nfile://{media['h264']}\n#EXT-X-ENDLIST\n",
+                 "list.txt": f"ffconcat version 1.0\nfile {media['h264']}\n",
+                 "list.mpd": '<?xml version="1.0"?><MPD xmlns="urn:mpeg:dash:schema:mpd:2011" type="static" '
+                             'mediaPresentationDuration="PT1S"><Period><AdaptationSet mimeType="video/mp4">'
+                             f'<Representation id="1" bandwidth="1"><BaseURL>file://{media["h264"]}</BaseURL>'
+                             '</Representation></AdaptationSet></Period></MPD>'}
+    for name, text in playlists.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(MediaError, match="not a readable media file"):
+            probe_video(str(tmp_path / name))
