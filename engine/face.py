@@ -190,7 +190,7 @@ def _track_frames(path: str, info: VideoInfo, on_progress: ProgressCallback | No
     total = max(1, int(round(info.duration * info.fps)))
     most = int(limits.max_template_seconds * info.fps) + 1  # the header's duration may lie
     try:
-        frames = [(0, read_image(path, limits))] if info.is_image else read_frames(path, info.fps)
+        frames = [(0, read_image(path, limits))] if info.is_image else read_frames(path, info.fps, limits=limits)
         for index, image in frames:
             if index >= most:
                 raise MediaError(f"{os.path.basename(path)}: the video lasts over {limits.max_template_seconds / 60:g} "
@@ -210,6 +210,8 @@ def _track_frames(path: str, info: VideoInfo, on_progress: ProgressCallback | No
                 on_progress(index + 1, max(total, index + 1))
     finally:
         tracker.close()
+    if not points:
+        raise MediaError(f"{os.path.basename(path)}: no picture could be decoded from it")
     library = [best[k][1] for k in sorted(best)]
     return np.stack(points), faces_max, library
 

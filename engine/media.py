@@ -22,8 +22,15 @@ from .errors import AudioError, MediaError
 ANALYSIS_RATE = 16000
 # Containers read: self-contained ones only. Playlists and lists (HLS, DASH, ffconcat, ...) name
 # other files or URLs, which FFmpeg would open on the reader's behalf; nested protocols too.
-DEMUXERS = ("mov,matroska,avi,mpegts,mpeg,flv,asf,h264,hevc,m4v,yuv4mpegpipe,gif,apng,webp_pipe,"
+# (Raw H.264/HEVC streams are left out too: they have no timestamps.)
+DEMUXERS = ("mov,matroska,avi,mpegts,mpeg,flv,asf,yuv4mpegpipe,gif,apng,webp_pipe,"
             "wav,w64,aiff,caf,mp3,ogg,flac,aac,amr,ac3,eac3")
+# Templates are read at most this many frames a second (a 120 or 240 fps clip is resampled):
+# the work per second of template stays bounded, and presenter videos gain nothing above it.
+MAX_FPS = 60.0
+# Below this a recording cannot hold speech; a 1 Hz "narration" would only make the resampler
+# build a huge buffer.
+MIN_SAMPLE_RATE = 4000
 STANDARD_RATES = (24000 / 1001, 24.0, 25.0, 30000 / 1001, 30.0, 50.0, 60000 / 1001, 60.0)
 # Frames buffered to play a stretch of the template backwards (ping-pong looping).
 REVERSE_CHUNK_BYTES = 192 * 1024 * 1024
@@ -67,10 +74,18 @@ def _open(path: str, limits: Limits = DEFAULT_LIMITS) -> av.container.InputConta
                          "send a video, picture or sound file (not a playlist)") from exc
 
 
+def _video_stream(container: av.container.InputContainer, limits: Limits) -> av.video.stream.VideoStream:
+    """The first video stream, its decoder refusing any frame over the pixel limit before
+    allocating it (a header speaks only for the first frame)."""
+    stream = container.streams.video[0]
+    stream.codec_context.options = {"max_pixels": str(limits.max_pixels)}
+    return stream
+
+
 def _check_pixels(path: str, width: int, height: int, limits: Limits) -> None:
     if width * height > limits.max_pixels:
         raise MediaError(f"{os.path.basename(path)}: the picture is {width}x{height} pixels "
-                         f"({width * height / 1e6:.1f} MP); up to {limits.max_pixels / 1e6:.1f} MP is accepted, "
+                         f"({width * height / 1e6:.3g} MP); up to {limits.max_pixels / 1e6:.3g} MP is accepted, "
                          "such as 3840x2160 (4K)")
 
 
@@ -83,7 +98,7 @@ def _image_size(path: str, limits: Limits) -> tuple[int, int] | None:
                 return image.size
     except Image.DecompressionBombError:  # Pillow's own ceiling (179 MP), far above any sane limit
         raise MediaError(f"{os.path.basename(path)}: the picture is over 179 MP; up to "
-                         f"{limits.max_pixels / 1e6:.1f} MP is accepted, such as 3840x2160 (4K)") from None
+                         f"{limits.max_pixels / 1e6:.3g} MP is accepted, such as 3840x2160 (4K)") from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return None
 
@@ -106,15 +121,16 @@ def probe_video(path: str, limits: Limits = DEFAULT_LIMITS) -> VideoInfo:
     with _open(path, limits) as container:
         if not container.streams.video:
             raise MediaError(f"{os.path.basename(path)}: has no video stream; a template must be a video or a portrait image")
-        stream = container.streams.video[0]
+        stream = _video_stream(container, limits)
         rate = stream.average_rate or stream.guessed_rate or Fraction(25)
         fps = float(rate)
-        if not 1.0 <= fps <= 240.0:
+        if not 1.0 <= fps <= 1000.0:
             fps = 25.0
         # A variable-rate (phone) video averages near a standard rate: use that rate.
         nearest = min(STANDARD_RATES, key=lambda r: abs(r - fps))
         if abs(nearest - fps) / nearest < 0.02:
             fps = nearest
+        fps = min(fps, MAX_FPS)
         if stream.duration is not None:
             duration = float(stream.duration * stream.time_base)
         elif container.duration is not None:
@@ -131,7 +147,11 @@ def probe_video(path: str, limits: Limits = DEFAULT_LIMITS) -> VideoInfo:
                              "any narration)")
         # A phone video stored sideways carries a display rotation: report the size it is shown at
         # (frames are turned upright when read).
-        first = next(container.decode(stream), None)
+        try:
+            first = next(container.decode(stream), None)
+        except av.FFmpegError as exc:
+            raise MediaError(f"{os.path.basename(path)}: the video could not be decoded ({_reason(exc)}); frames "
+                             f"over {limits.max_pixels / 1e6:.3g} MP are refused") from exc
         if first is not None and _quarter_turns(first) % 2:
             width, height = height, width
         return VideoInfo(width, height, fps, duration, False)
@@ -154,15 +174,19 @@ def _quarter_turns(frame: av.VideoFrame) -> int:
     return int(round((getattr(frame, "rotation", 0) or 0) / 90.0)) % 4
 
 
-def read_frames(path: str, fps: float, start: int = 0, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+def read_frames(path: str, fps: float, start: int = 0, stop: int | None = None,
+                limits: Limits = DEFAULT_LIMITS) -> Iterator[tuple[int, np.ndarray]]:
     """Frames `start`..`stop`-1 of a video resampled to a constant `fps`.
 
     Slot k shows the source frame whose timestamp rounds to k (the last one wins; gaps repeat the
-    previous frame), so variable-frame-rate sources come out evenly spaced.
+    previous frame), so variable-frame-rate sources come out evenly spaced. Every frame must have
+    the first one's size, within `limits` (the header speaks only for the first).
     """
-    container = _open(path)
+    container = _open(path, limits)
+    name = os.path.basename(path)
+    size = None
     try:
-        stream = container.streams.video[0]
+        stream = _video_stream(container, limits)
         stream.thread_type = "AUTO"
         t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         if start > 0:
@@ -172,6 +196,11 @@ def read_frames(path: str, fps: float, start: int = 0, stop: int | None = None) 
         pending: av.VideoFrame | None = None
         pending_slot = -1
         for frame in container.decode(stream):
+            if size is None:
+                size = (frame.width, frame.height)
+            elif (frame.width, frame.height) != size:
+                raise MediaError(f"{name}: the picture size changes from {size[0]}x{size[1]} to "
+                                 f"{frame.width}x{frame.height} mid-video; re-encode it at one size")
             if frame.pts is None:
                 continue
             slot = int(round((float(frame.pts * stream.time_base) - t0) * fps))
@@ -194,7 +223,8 @@ def read_frames(path: str, fps: float, start: int = 0, stop: int | None = None) 
                 for index in range(next_slot, end):
                     yield index, image if index == next_slot else image.copy()
     except av.FFmpegError as exc:
-        raise MediaError(f"{os.path.basename(path)}: the video could not be decoded ({_reason(exc)})") from exc
+        raise MediaError(f"{name}: the video could not be decoded ({_reason(exc)}); frames over "
+                         f"{limits.max_pixels / 1e6:.3g} MP are refused") from exc
     finally:
         container.close()
 
@@ -208,7 +238,8 @@ def loop_index(k: int, n: int) -> int:
     return m if m < n else period - m
 
 
-def looped_frames(path: str, fps: float, n: int, count: int, frame_bytes: int) -> Iterator[tuple[int, np.ndarray]]:
+def looped_frames(path: str, fps: float, n: int, count: int, frame_bytes: int,
+                  limits: Limits = DEFAULT_LIMITS) -> Iterator[tuple[int, np.ndarray]]:
     """`count` frames of an n-frame video played forward-backward, as (template index, frame).
 
     The backward pass starts with the frames the forward pass just decoded (their copies are
@@ -223,7 +254,7 @@ def looped_frames(path: str, fps: float, n: int, count: int, frame_bytes: int) -
         if forward:
             stop = min(n, first + (count - k))
             turns = n > 1 and stop == n and k + (stop - first) < count
-            for index, image in read_frames(path, fps, first, stop):
+            for index, image in read_frames(path, fps, first, stop, limits):
                 if turns and 0 < index < n - 1 and index >= n - 1 - chunk:
                     tail.append((index, image.copy()))  # the renderer edits the yielded frame
                 yield index, image
@@ -240,7 +271,7 @@ def looped_frames(path: str, fps: float, n: int, count: int, frame_bytes: int) -
                     begin = frames[0][0]
                 else:
                     begin = max(low, high - chunk)
-                    frames = list(read_frames(path, fps, begin, high))
+                    frames = list(read_frames(path, fps, begin, high, limits))
                 for index, image in reversed(frames):
                     yield index, image
                     k += 1
@@ -260,15 +291,18 @@ def load_pcm(path: str, rate: int = ANALYSIS_RATE, max_seconds: float | None = N
             raise MediaError(f"{name}: has no audio stream; the narration must be an audio file")
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        chunks, samples = [], 0
-        limit = None if max_seconds is None else int(max_seconds * rate)
+        chunks, seconds = [], 0.0
         for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray().reshape(-1))
-                samples += len(chunks[-1])
-            if limit is not None and samples > limit:
+            # Judged before resampling: a long block at a tiny rate would become a huge buffer.
+            if frame.sample_rate < MIN_SAMPLE_RATE:
+                raise MediaError(f"{name}: the sound is sampled at {frame.sample_rate} Hz; a narration needs "
+                                 f"at least {MIN_SAMPLE_RATE // 1000} kHz")
+            seconds += frame.samples / frame.sample_rate
+            if max_seconds is not None and seconds > max_seconds:
                 raise AudioError(f"{name}: the narration lasts over {max_seconds / 60:g} min, the limit; "
                                  "split it into shorter parts")
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray().reshape(-1))
         for out in resampler.resample(None):
             chunks.append(out.to_ndarray().reshape(-1))
     except av.FFmpegError as exc:

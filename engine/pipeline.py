@@ -46,7 +46,7 @@ def template_frames(track: TemplateTrack, count: int,
         yield from idle_frames(read_image(track.path, limits), track.points[0], info.fps, count)
         return
     frame_bytes = info.width * info.height * 3
-    for index, image in looped_frames(track.path, info.fps, track.frame_count, count, frame_bytes):
+    for index, image in looped_frames(track.path, info.fps, track.frame_count, count, frame_bytes, limits):
         yield image, track.points[index]
 
 

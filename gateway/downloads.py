@@ -2,13 +2,12 @@
 API callers."""
 from __future__ import annotations
 
-import json
 import os
 
 from flask import Blueprint, Response, current_app, send_file
-from zipstream import ZIP_STORED, ZipStream
 
 from . import links, paths
+from .archives import Unfinished, archive
 from .auth import require
 from .jobs import _own_job
 from .problems import Problem
@@ -17,28 +16,32 @@ from .store import SUCCEEDED, Job
 bp = Blueprint("downloads", __name__)
 
 
-def archive(job: Job) -> Response:
-    """The job's videos as a ZIP streamed as it is read: stored, not deflated (MP4s do not
-    compress), entries named by position only, and a manifest that lists failed items too."""
+def _send(path: str, mimetype: str, download_name: str | None = None) -> Response:
+    """A file under the outputs or template folders; nginx sends outputs when configured to."""
     settings = current_app.config["SETTINGS"]
-    stream = ZipStream(compress_type=ZIP_STORED, sized=True)
-    manifest = {"job": job.id, "status": job.status, "metadata": job.metadata, "items": []}
-    for item in job.items:
-        entry = {"index": item.index, "template": item.template, "status": item.status, "error": item.error, "file": None}
-        path = paths.output(settings, job.tenant, job.id, item.index)
-        if item.status == SUCCEEDED and os.path.isfile(path):
-            entry["file"] = os.path.basename(path)  # output_001.mp4: never a caller's name
-            stream.add_path(path, entry["file"])
-        manifest["items"].append(entry)
-    stream.add(json.dumps(manifest, indent=2).encode(), "manifest.json")
-    return Response(stream, mimetype="application/zip", headers={
-        "Content-Length": str(len(stream)), "Content-Disposition": f'attachment; filename="heygem-{job.id}.zip"'})
+    if settings.accel_redirect_prefix and path.startswith(settings.outputs_dir + os.sep):
+        relative = os.path.relpath(path, settings.outputs_dir)
+        headers = {"X-Accel-Redirect": settings.accel_redirect_prefix.rstrip("/") + "/" + relative,
+                   "Content-Type": mimetype}
+        if download_name:
+            headers["Content-Disposition"] = f'attachment; filename="{download_name}"'
+        return Response(headers=headers)
+    return send_file(path, mimetype=mimetype, as_attachment=download_name is not None, conditional=True,
+                     download_name=download_name or os.path.basename(path))
+
+
+def _archive(job: Job) -> Response:
+    try:
+        path = archive(current_app.config["SETTINGS"], job)
+    except Unfinished:
+        raise Problem(409, "the job is still running; its ZIP is made when it finishes")
+    return _send(path, "application/zip", f"heygem-{job.id}.zip")
 
 
 @bp.get("/api/v1/jobs/<job_id>/archive")
 @require("jobs:read")
 def job_archive(job_id: str):
-    return archive(_own_job(job_id))
+    return _archive(_own_job(job_id))
 
 
 def _file(kind: str, ids: list) -> tuple[str, str]:
@@ -59,19 +62,13 @@ def _file(kind: str, ids: list) -> tuple[str, str]:
 
 @bp.get("/download/<token>")
 def download(token: str):
-    settings = current_app.config["SETTINGS"]
     kind, ids = links.read(token)
     if kind == links.ARCHIVE:
         job = current_app.extensions["store"].job(ids[0])
         if job is None:
             raise Problem(404, "the job has been deleted")
-        return archive(job)
+        return _archive(job)
     path, mimetype = _file(kind, ids)
     if not os.path.isfile(path):
         raise Problem(404, "the file has been deleted")
-    if settings.accel_redirect_prefix and kind == links.VIDEO:  # nginx sends the bytes
-        relative = os.path.relpath(path, settings.outputs_dir)
-        return Response(headers={"X-Accel-Redirect": settings.accel_redirect_prefix.rstrip("/") + "/" + relative,
-                                 "Content-Type": mimetype})
-    return send_file(path, mimetype=mimetype, as_attachment=False, conditional=True,
-                     download_name=os.path.basename(path))
+    return _send(path, mimetype)

@@ -13,6 +13,8 @@ request's headers (slowloris)."""
 from __future__ import annotations
 
 import logging
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -22,7 +24,7 @@ from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import TcpWSGIServer
 from waitress.utilities import Error
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from .auth import authorize, verify
 from .problems import Problem, document
@@ -39,34 +41,46 @@ def accepts_uploads(view):
 @dataclass(frozen=True)
 class Admission:
     refusal: Problem | None
-    body_limit: int  # bytes
+    body_limit: int          # bytes
+    tenant: str | None = None  # who sends the body, once its token is checked
 
 
 def admit(app: Flask, method: str, path: str, content_type: str, length: int | None, chunked: bool,
           authorization: str) -> Admission:
-    """Judge a request from its line and headers alone."""
+    """Judge a request from its line and headers alone. Only routes that need a token take a
+    body: public and unknown routes take none, so nobody can hold a connection with one."""
     settings = app.config["SETTINGS"]
+    has_body = chunked or bool(length)
     try:
         endpoint, _ = app.url_map.bind("localhost").match(path, method)
         view = app.view_functions.get(endpoint)
-    except HTTPException:  # no such route: the application answers it, with a small body at most
-        view = None
+    except MethodNotAllowed as exc:  # answered here when a body comes along, as the app would
+        allow = {"Allow": ", ".join(sorted(exc.valid_methods or ()))}
+        return Admission(Problem(405, "the method is not allowed here", allow) if has_body else None, 0)
+    except HTTPException:
+        return Admission(Problem(404, "no such route") if has_body else None, 0)
+    scope = getattr(view, "required_scope", None)
     multipart = content_type.split(";")[0].strip().lower() == "multipart/form-data"
-    if multipart and getattr(view, "accepts_uploads", False):
+    if not scope:
+        limit, what = 0, "none: this route takes no request body"
+    elif multipart and getattr(view, "accepts_uploads", False):
         limit, what = settings.max_upload_mb * 2**20 + 2**20, f"{settings.max_upload_mb} MB for an upload"
     else:
         limit, what = settings.max_json_kb * 1024, f"{settings.max_json_kb} KB for a request without a file"
-    if not chunked and not length:
+    if not has_body:
         return Admission(None, limit)
-    scope = getattr(view, "required_scope", None)
+    tenant = None
     if scope:
         try:
-            authorize(verify(authorization, settings, app.extensions["store"]), scope)
+            principal = verify(authorization, settings, app.extensions["store"])
+            authorize(principal, scope)
         except Problem as refusal:
             return Admission(refusal, limit)
-    if length is not None and length > limit:
-        return Admission(Problem(413, f"the request body is {_size(length)}; the limit is {what}"), limit)
-    return Admission(None, limit)
+        tenant = principal.tenant
+    if chunked and not limit or length is not None and length > limit:
+        size = "sent in chunks" if length is None else _size(length)
+        return Admission(Problem(413, f"the request body is {size}; the limit is {what}"), limit)
+    return Admission(None, limit, tenant)
 
 
 def _size(count: int) -> str:
@@ -101,20 +115,48 @@ class _Parser(HTTPRequestParser):
     """Waitress's request parser, judging each request as soon as its headers are in."""
 
     app: Flask
-    header_timeout: float
+    server: TcpWSGIServer
 
     def __init__(self, adj):
         super().__init__(adj)
         self.first_byte = None
         self.body_limit = None
         self.refusal = None
+        self.tenant = None   # set for a body that was admitted
+        self.declared = 0    # bytes it may take
+
+    def _bodies_in_flight(self) -> list["_Parser"]:
+        """Other admitted bodies the server holds: being received, or received and waiting for
+        (or in) their turn. Waitress keeps each whole, in memory or a temporary file."""
+        held = []
+        for channel in list(self.server.active_channels.values()):
+            for parser in (channel.request, *list(channel.requests)):
+                if isinstance(parser, _Parser) and parser is not self and parser.tenant:
+                    held.append(parser)
+        return held
+
+    def _reserve(self, tenant: str, declared: int) -> Problem | None:
+        """Room for a body: a tenant sends a few at once at most, and all bodies together must
+        fit on the disk (half-sent uploads would otherwise fill it)."""
+        settings = self.app.config["SETTINGS"]
+        held = self._bodies_in_flight()
+        sending = sum(1 for parser in held if parser.tenant == tenant and not parser.completed)
+        if sending >= settings.max_uploads_per_tenant:
+            return Problem(429, f"{sending} requests from this tenant are still sending their bodies; "
+                           "wait for one to finish", {"Retry-After": "30"})
+        room = shutil.disk_usage(tempfile.gettempdir()).free - settings.min_free_mb * 2**20
+        if declared + sum(parser.declared for parser in held) > room:
+            return Problem(503, "the server has no room for this upload now; try again later", {"Retry-After": "60"})
+        self.tenant, self.declared = tenant, declared
+        return None
 
     def received(self, data):
         if self.first_byte is None:
             self.first_byte = time.monotonic()
-        if not self.headers_finished and time.monotonic() - self.first_byte > self.header_timeout:
+        deadline = self.app.config["SETTINGS"].http_header_timeout
+        if not self.headers_finished and time.monotonic() - self.first_byte > deadline:
             HTTPRequestParser.parse_header(self, b"GET / HTTP/1.0\r\n")  # as waitress does for its own header errors
-            self._refuse(Problem(408, f"the request's headers took over {self.header_timeout:g} s to arrive"))
+            self._refuse(Problem(408, f"the request's headers took over {deadline:g} s to arrive"))
             return len(data)
         consumed = super().received(data)
         if self.body_limit is not None and not self.completed and self.body_bytes_received > self.body_limit:
@@ -129,8 +171,11 @@ class _Parser(HTTPRequestParser):
                           None if self.chunked else self.content_length, self.chunked,
                           self.headers.get("AUTHORIZATION", ""))
         self.body_limit = admission.body_limit
-        if admission.refusal:
-            self._refuse(admission.refusal)
+        refusal = admission.refusal
+        if refusal is None and admission.tenant:
+            refusal = self._reserve(admission.tenant, admission.body_limit if self.chunked else self.content_length)
+        if refusal:
+            self._refuse(refusal)
 
     def _refuse(self, problem: Problem) -> None:
         self.error = self.refusal = _Refusal(problem)
@@ -140,14 +185,38 @@ class _Parser(HTTPRequestParser):
                                    "path": getattr(self, "path", None), "status": problem.status, "edge": True})
 
 
+class _Channel(HTTPChannel):
+    """A connection; one client address may hold only so many at once. (Runs inside the
+    server's accept: an exception here would close the listening socket.)"""
+
+    app: Flask
+
+    def __init__(self, server, sock, addr, adj, map=None):
+        super().__init__(server, sock, addr, adj, map)
+        limit = self.app.config["SETTINGS"].http_connections_per_client
+        host = addr[0] if isinstance(addr, tuple) else addr
+        if limit and sum(1 for channel in list(server.active_channels.values())
+                         if isinstance(channel.addr, tuple) and channel.addr[0] == host) > limit:
+            # Answered like any refused request (waitress's error task), then closed.
+            refused = self.parser_class(adj)
+            HTTPRequestParser.parse_header(refused, b"GET / HTTP/1.0\r\n")
+            refused.error = _Refusal(Problem(503, f"this address has {limit} connections open already; "
+                                                  "close some or reuse them", {"Retry-After": "10"}))
+            refused.completed = True
+            self.requests.append(refused)
+            server.add_task(self)
+
+
 def make_server(app: Flask, host: str, port: int) -> TcpWSGIServer:
     """Waitress for `app` on host:port, with the edge's rules and the connection settings."""
     settings = app.config["SETTINGS"]
-    parser = type("Parser", (_Parser,), {"app": app, "header_timeout": settings.http_header_timeout})
-    channel = type("Channel", (HTTPChannel,), {"parser_class": parser})
-    server = type("Server", (TcpWSGIServer,), {"channel_class": channel})
+    parser = type("Parser", (_Parser,), {"app": app})
+    channel = type("Channel", (_Channel,), {"parser_class": parser, "app": app})
+    server_class = type("Server", (TcpWSGIServer,), {"channel_class": channel})
     largest_body = max(settings.max_upload_mb * 2**20 + 2**20, settings.max_json_kb * 1024)
-    return server(app, host=host, port=port, threads=settings.http_threads, ident="heygem-gateway",
-                  connection_limit=settings.http_connection_limit, channel_timeout=settings.http_idle_timeout,
-                  cleanup_interval=max(1, min(10, settings.http_idle_timeout)), asyncore_use_poll=True,
-                  max_request_body_size=largest_body + 1, backlog=2048)
+    server = server_class(app, host=host, port=port, threads=settings.http_threads, ident="heygem-gateway",
+                          connection_limit=settings.http_connection_limit, channel_timeout=settings.http_idle_timeout,
+                          cleanup_interval=max(1, min(10, settings.http_idle_timeout)), asyncore_use_poll=True,
+                          max_request_body_size=largest_body + 1, backlog=2048)
+    parser.server = server
+    return server

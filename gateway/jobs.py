@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import shutil
 import threading
@@ -20,6 +21,7 @@ from .urlpolicy import RefusedURL
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1")
 MAX_WAIT = 55.0
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def _ext(name: str):
@@ -59,26 +61,51 @@ def job_document(job: Job) -> dict:
     return document
 
 
-def _depth(value) -> int:
-    """How deeply a parsed JSON value nests (iteratively: no recursion limit to hit)."""
+def _inspect(value) -> tuple[int, str | None]:
+    """(how deeply a parsed JSON value nests, what is wrong in it). Iterative: no recursion limit
+    to hit. Wrong: strings with unpaired surrogates (not Unicode text; they cannot be stored),
+    numbers too large for a float (parsed as infinity)."""
     deepest, stack = 0, [(value, 1)]
     while stack:
         value, depth = stack.pop()
-        if isinstance(value, (dict, list)):
+        if isinstance(value, dict):
             deepest = max(deepest, depth)
-            stack.extend((child, depth + 1) for child in (value.values() if isinstance(value, dict) else value))
-    return deepest
+            stack.extend((key, depth) for key in value)
+            stack.extend((child, depth + 1) for child in value.values())
+        elif isinstance(value, list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in value)
+        elif isinstance(value, str) and SURROGATE.search(value):
+            return deepest, "a string holds an unpaired surrogate (\\ud800-\\udfff); send valid Unicode"
+        elif isinstance(value, float) and not math.isfinite(value):
+            return deepest, "a number is too large"
+    return deepest, None
+
+
+def _no_constants(name: str):
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_json(text: str | bytes, what: str):
+    """`text` parsed as strict JSON (no NaN or Infinity), within the depth limit; Problem 400
+    naming `what` otherwise."""
+    settings = _settings()
+    try:
+        value = json.loads(text, parse_constant=_no_constants)
+    except (ValueError, RecursionError) as exc:
+        reason = str(exc) if "JSON number" in str(exc) else "not valid JSON, or nested too deeply"
+        raise Problem(400, f"{what}: {reason}")
+    depth, wrong = _inspect(value)
+    if depth > settings.max_json_depth:
+        raise Problem(400, f"{what}: the JSON nests over {settings.max_json_depth} levels deep")
+    if wrong:
+        raise Problem(400, f"{what}: {wrong}")
+    return value
 
 
 def json_body() -> dict:
-    """The request's JSON object; Problem 400 for anything else (bad JSON, too deep, not an object)."""
-    settings = _settings()
-    try:
-        body = json.loads(request.get_data(cache=True) or b"null")
-    except (ValueError, RecursionError):
-        raise Problem(400, "send a JSON object (the body is not valid JSON, or nests too deeply)")
-    if _depth(body) > settings.max_json_depth:
-        raise Problem(400, f"the JSON nests over {settings.max_json_depth} levels deep")
+    """The request's JSON object; Problem 400 for anything else."""
+    body = parse_json(request.get_data(cache=True) or b"null", "the request body")
     if not isinstance(body, dict):
         raise Problem(400, "send a JSON object")
     return body
@@ -145,10 +172,10 @@ def _form_body(templates_key: str) -> dict:
         value = request.form.get(key)
         if value is None:
             continue
-        try:
-            body[key] = json.loads(value) if key != "callback_url" else value
-        except (ValueError, RecursionError):
-            raise Problem(400, f"'{key}' must be JSON (a number, true/false or an object)")
+        if key == "callback_url":
+            body[key] = value
+        else:
+            body[key] = parse_json(value, f"'{key}' (a number, true/false or an object, as JSON)")
     return body
 
 

@@ -59,6 +59,11 @@ def job_outputs(settings, tenant: str, job_id: str) -> str:
     return under(settings.outputs_dir, tenant, job_id)
 
 
+def archive(settings, tenant: str, job_id: str) -> str:
+    """A finished job's ZIP: outputs/<tenant>/<job>/<job>.zip."""
+    return under(settings.outputs_dir, tenant, job_id, f"{job_id}.zip")
+
+
 def output(settings, tenant: str, job_id: str, index: int) -> str:
     """The `index`-th video of a job (from 0): outputs/<tenant>/<job>/output_001.mp4, ..."""
     return under(settings.outputs_dir, tenant, job_id, output_name(index))

@@ -32,9 +32,10 @@ def _thumbnail(path: str, is_image: bool, fps: float, dest: str, limits) -> str 
     image = read_image(path, limits) if is_image else next((frame for _, frame in read_frames(path, fps, 0, 1)), None)
     if image is None:
         return None
-    scale = THUMBNAIL_SIDE / max(image.shape[:2])
-    cv2.imwrite(dest, cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA),
-                [cv2.IMWRITE_JPEG_QUALITY, 85])
+    height, width = image.shape[:2]
+    scale = THUMBNAIL_SIDE / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))  # a 1x2000 strip stays 1 px wide
+    cv2.imwrite(dest, cv2.resize(image, size, interpolation=cv2.INTER_AREA), [cv2.IMWRITE_JPEG_QUALITY, 85])
     return dest
 
 

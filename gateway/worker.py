@@ -46,7 +46,9 @@ class WorkerPool:
         self.settings, self.store, self.policy, self.housekeeping = settings, store, policy, housekeeping
         self.wake = threading.Event()
         self.stop = threading.Event()
-        self.audio: OrderedDict[str, engine.AudioTrack] = OrderedDict()  # a few jobs' analysed narrations
+        # A few jobs' analysed narrations, or why one could not be analysed (not tried again
+        # for every item).
+        self.audio: OrderedDict[str, engine.AudioTrack | EngineError] = OrderedDict()
         self.audio_lock = threading.Lock()
         self.threads: list[threading.Thread] = []
         # Called with (job, item, path) once per finished video: where uploads to object storage
@@ -108,15 +110,21 @@ class WorkerPool:
 
     def _narration(self, job: Job, path: str) -> engine.AudioTrack:
         with self.audio_lock:
-            if job.id in self.audio:
+            known = self.audio.get(job.id)
+            if known is not None:
                 self.audio.move_to_end(job.id)
-                return self.audio[job.id]
-        track = engine.analyse_audio(path, self.settings.engine_limits)
-        with self.audio_lock:
-            self.audio[job.id] = track
-            while len(self.audio) > 4:
-                self.audio.popitem(last=False)
-        return track
+        if known is None:
+            try:
+                known = engine.analyse_audio(path, self.settings.engine_limits)
+            except EngineError as exc:
+                known = exc
+            with self.audio_lock:
+                self.audio[job.id] = known
+                while len(self.audio) > 4:
+                    self.audio.popitem(last=False)
+        if isinstance(known, EngineError):
+            raise known
+        return known
 
     def _template(self, job: Job, item: Item) -> tuple[str, str]:
         """(path, what to call it) of the item's template."""

@@ -58,7 +58,7 @@ class LiveServer:
         self.settings = settings
         self.app = create_app(settings, start_workers=start_workers)
         self.server = make_server(self.app, "127.0.0.1", 0)
-        self.port = self.server.effective_port
+        self.port = int(self.server.effective_port)
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.run, daemon=True)
         self.thread.start()

@@ -61,3 +61,12 @@ def test_overlong_audio_is_a_clear_error(media):
 def test_not_audio_is_a_clear_error(media):
     with pytest.raises(MediaError, match="notes.mp4"):
         analyse_audio(media["text"])
+
+
+def test_a_recording_below_speech_rates_is_refused_before_resampling(tmp_path):
+    from scipy.io import wavfile
+
+    path = str(tmp_path / "one_hertz.wav")
+    wavfile.write(path, 1, np.zeros(30000, np.int16))  # 30000 s at 1 Hz: 480M samples at 16 kHz
+    with pytest.raises(MediaError, match="sampled at 1 Hz"):
+        analyse_audio(path)

@@ -95,3 +95,30 @@ def test_playlists_that_name_other_files_are_not_followed(media, tmp_path):
         (tmp_path / name).write_text(text)
         with pytest.raises(MediaError, match="not a readable media file"):
             probe_video(str(tmp_path / name))
+
+
+def test_every_frame_is_held_to_the_first_ones_size_and_the_limit(tmp_path):
+    """A header speaks for the first frame only: later frames may be larger (an MJPEG stream is
+    a series of independent pictures)."""
+    from fractions import Fraction
+
+    import av
+    import cv2
+    import pytest
+
+    from engine import Limits, MediaError
+
+    path = str(tmp_path / "grows.avi")
+    with av.open(path, "w") as out:
+        stream = out.add_stream("mjpeg", rate=25)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuvj420p"
+        for index, side in enumerate((64, 64, 256)):
+            packet = av.Packet(cv2.imencode(".jpg", np.full((side, side, 3), 128, np.uint8))[1].tobytes())
+            packet.stream, packet.pts, packet.dts, packet.time_base = stream, index, index, Fraction(1, 25)
+            out.mux(packet)
+    assert probe_video(path).width == 64
+    with pytest.raises(MediaError, match="changes from 64x64 to 256x256"):
+        list(read_frames(path, 25.0))
+    with pytest.raises(MediaError, match="frames over 0.0164 MP are refused"):
+        list(read_frames(path, 25.0, limits=Limits(max_pixels=128 * 128)))

@@ -376,23 +376,62 @@ def test_chunked_bodies_are_cut_off_at_their_limit(live):
 
 
 def test_idle_and_slow_clients_do_not_starve_others(live):
-    service = live(start_workers=False, http_idle_timeout=3, http_header_timeout=2)
-    idle = [socket.create_connection(("127.0.0.1", service.port)) for _ in range(150)]  # beyond waitress's 100
+    service = live(start_workers=False, http_idle_timeout=3, http_header_timeout=2, http_connections_per_client=100)
+    # 150 silent connections from one address (beyond waitress's default limit of 100 in all)...
+    idle = [socket.create_connection(("127.0.0.1", service.port), source_address=("127.0.0.2", 0))
+            for _ in range(150)]
     slow = socket.create_connection(("127.0.0.1", service.port))
     try:
-        for _ in range(3):
+        for _ in range(3):  # ...and another client is served at once
             started = time.monotonic()
             assert requests.get(service.url + "/healthz", timeout=5).status_code == 200
             assert time.monotonic() - started < 1
+        # That address's connections beyond its 100 were answered 503 and closed.
+        for sock in idle[-10:]:
+            sock.settimeout(2)
+            assert sock.recv(4096).split(b"\r\n")[0].endswith(b" 503 Service Unavailable")
         slow.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
         time.sleep(2.5)
         slow.sendall(b"X-Slow: 1\r\n")  # headers still unfinished after the deadline
         assert slow.recv(1024).split(b"\r\n")[0].endswith(b" 408 Request Timeout")
-        time.sleep(service.settings.http_idle_timeout + 3.5)  # the idle ones are closed
+        time.sleep(service.settings.http_idle_timeout + 3.5)  # the silent ones are closed
         idle[0].settimeout(1)
         assert idle[0].recv(1) == b""
     finally:
         for sock in idle + [slow]:
+            sock.close()
+
+
+def test_public_routes_take_no_body(live):
+    service = live(start_workers=False)
+    for head, status in (("POST /healthz HTTP/1.1\nHost: x\nContent-Length: 1000000\n", 405),
+                         ("GET /healthz HTTP/1.1\nHost: x\nContent-Length: 1000000\n", 413),
+                         ("GET /download/x HTTP/1.1\nHost: x\nTransfer-Encoding: chunked\n", 413),
+                         ("PUT /nowhere HTTP/1.1\nHost: x\nContent-Length: 1000000\n", 404)):
+        seconds, answer = _raw(service.port, head)  # answered at once, the body never read
+        assert answer.startswith(f"HTTP/1.1 {status}") and seconds < 2, answer
+
+
+def test_a_tenant_sends_few_bodies_at_once(live):
+    service = live(start_workers=False, max_uploads_per_tenant=2)
+    token = service.headers()["Authorization"]
+    head = (f"POST /api/v1/templates HTTP/1.1\nHost: x\nAuthorization: {token}\n"
+            "Content-Type: multipart/form-data; boundary=b\nContent-Length: 100000000\n\n")
+    held = []
+    try:
+        for _ in range(2):  # two uploads left half-sent
+            sock = socket.create_connection(("127.0.0.1", service.port))
+            sock.sendall(head.replace("\n", "\r\n").encode() + b"x" * 1000)
+            held.append(sock)
+        time.sleep(0.3)
+        seconds, answer = _raw(service.port, head.rstrip("\n") + "\n")
+        assert answer.startswith("HTTP/1.1 429") and "still sending" in answer
+        other = create_token(service.settings, "globex", ["jobs:write"], 60)[0]  # another tenant is not held up
+        seconds, answer = _raw(service.port, head.replace(token, f"Bearer {other}")
+                               .rstrip("\n").replace("100000000", "7") + "\nConnection: close\n", b"--b--\r\n")
+        assert answer.startswith("HTTP/1.1 400")
+    finally:
+        for sock in held:
             sock.close()
 
 
@@ -535,3 +574,70 @@ def test_links_are_signed_with_their_own_secret(live, files, media):
     key = service.app.extensions["links"]  # even with the key, a link names only what links name
     for named in (["thumbnail", template["id"] + "x"], ["video", "nope", 0], ["data", "jwt-secret"], "data:jwt-secret"):
         assert requests.get(f"{service.url}/download/{key.dumps(named)}").status_code == 404
+
+
+def test_slow_readers_of_a_zip_hold_no_thread(live, files, media):
+    """The ZIP is made once and sent as a file: a client that never reads holds a socket only."""
+    service = live(files, workers=0, http_threads=4)  # no renderer: the test writes the output
+    headers = service.headers()
+    job = requests.post(service.url + "/api/v1/jobs", headers=headers,
+                        json={"audio_url": files["speech"], "templates": [files["h264"]], "zip": True}).json()
+    folder = os.path.join(service.settings.outputs_dir, "acme", job["id"])
+    os.makedirs(folder)
+    with open(os.path.join(folder, "output_001.mp4"), "wb") as handle:
+        handle.write(os.urandom(24 * 2**20))  # bigger than any socket buffer
+    deadline = time.monotonic() + 10
+    while (job := requests.get(f"{service.url}/api/v1/jobs/{job['id']}", headers=headers).json())["status"] != "succeeded":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    stalled = []
+    try:
+        for _ in range(8):  # twice the server's threads
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", service.port))
+            sock.sendall(f"GET {job['archive_url'].split(str(service.port), 1)[1]} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            stalled.append(sock)
+        time.sleep(1)
+        for _ in range(3):
+            started = time.monotonic()
+            assert requests.get(service.url + "/healthz", timeout=5).status_code == 200
+            assert time.monotonic() - started < 1
+        archive = requests.get(job["archive_url"], timeout=30)
+        assert archive.status_code == 200 and len(archive.content) > 24 * 2**20
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_json_that_cannot_be_stored_or_read_back_is_refused(live, files, media):
+    service = live(files, start_workers=False)
+    url, headers = service.url + "/api/v1/jobs", {**service.headers(), "Content-Type": "application/json"}
+    base = json.dumps({"audio_url": files["speech"], "templates": [files["h264"]], "metadata": {"k": "V"}})
+    for value, reason in (('"\\ud800"', "surrogate"), ("NaN", "NaN"), ("-Infinity", "Infinity"), ("1e400", "too large")):
+        for body in (base.replace('"V"', value), base.replace(f'"{files["h264"]}"', value)):
+            assert reason in _problem(requests.post(url, headers=headers, data=body), 400)
+    with open(media["speech"], "rb") as handle:  # multipart fields are JSON too, with the same limits
+        answer = requests.post(url, headers=service.headers(), files={"audio": ("n.wav", handle)},
+                               data={"templates": [files["h264"]], "metadata": "[" * 40 + "]" * 40})
+    assert "nests over 32" in _problem(answer, 400)
+
+
+def test_odd_templates_are_refused_with_a_reason(live, tmp_path):
+    import cv2
+    import numpy as np
+
+    service = live(start_workers=False)
+    strip = str(tmp_path / "strip.png")
+    cv2.imwrite(strip, np.full((2000, 1, 3), 200, np.uint8))  # its thumbnail is 1 px wide
+    raw = str(tmp_path / "raw.h264")  # an elementary stream: no container, no timestamps
+    with open(raw, "wb") as handle:
+        handle.write(b"\x00\x00\x00\x01\x67\x64\x00\x1f" + os.urandom(2000))
+    with open(strip, "rb") as handle:
+        answer = requests.post(service.url + "/api/v1/templates", headers=service.headers(),
+                               files={"file": ("strip.png", handle)})
+    assert answer.status_code == 201 and answer.json()["status"] == "rejected"
+    with open(raw, "rb") as handle:
+        answer = requests.post(service.url + "/api/v1/templates", headers=service.headers(),
+                               files={"file": ("raw.h264", handle)})
+    assert "raw.h264: not a readable media file" in _problem(answer, 400)
