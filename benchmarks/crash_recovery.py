@@ -16,7 +16,7 @@ import time
 import requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from service import Gateway, make_media, serve_files  # noqa: E402
+from service import Gateway, allowed, make_media, serve_files  # noqa: E402
 
 
 def main() -> int:
@@ -27,7 +27,7 @@ def main() -> int:
     names = make_media(os.path.join(work, "media"))
     base = serve_files(os.path.join(work, "media"))
     data = os.path.join(work, "data")
-    gateway = Gateway(data).start()
+    gateway = Gateway(data, allowed_hosts=allowed(base)).start()
     headers = {"Authorization": f"Bearer {gateway.token()}"}
     started = time.monotonic()
 
@@ -51,7 +51,7 @@ def main() -> int:
     say("kill -9")
     partial = [f for f in os.listdir(os.path.join(data, "outputs", "bench", job_id))]
     say(f"files in the job's folder after the kill: {sorted(partial)}")
-    gateway = Gateway(data).start()
+    gateway = Gateway(data, allowed_hosts=allowed(base)).start()
     say("started again")
     while (state := job())["status"] in ("queued", "running"):
         time.sleep(0.5)

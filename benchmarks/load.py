@@ -21,7 +21,7 @@ import numpy as np
 import requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from service import Gateway, make_media, serve_files  # noqa: E402
+from service import Gateway, allowed, make_media, serve_files  # noqa: E402
 
 
 def main() -> int:
@@ -33,7 +33,7 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="heygem-load-")
     names = make_media(os.path.join(work, "media"))
     base = serve_files(os.path.join(work, "media"))
-    gateway = Gateway(os.path.join(work, "data"), queue_limit=100000).start()
+    gateway = Gateway(os.path.join(work, "data"), queue_limit=100000, allowed_hosts=allowed(base)).start()
     headers = {"Authorization": f"Bearer {gateway.token()}"}
     body = {"audio_url": base + names["narration"], "templates": [base + names["template"]]}
     submit_ms, status_ms, errors, submitted = [], [], [], []
@@ -96,7 +96,8 @@ def main() -> int:
         else:
             status = answer.json()["status"]
             statuses[status] = statuses.get(status, 0) + 1
-    metrics = session.get(gateway.url + "/metrics", timeout=10).text
+    metrics = session.get(gateway.url + "/metrics", timeout=10,
+                          headers={"Authorization": f"Bearer {gateway.token('metrics:read')}"}).text
     gateway.stop()
     pct = lambda values, q: round(float(np.percentile(values, q)), 1) if values else None  # noqa: E731
     report = {

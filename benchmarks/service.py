@@ -13,6 +13,7 @@ import threading
 import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
 
 import requests
 
@@ -26,7 +27,7 @@ class QuietHandler(SimpleHTTPRequestHandler):
 
 
 def serve_files(folder: str) -> str:
-    """Serve `folder` on 127.0.0.1; returns the base URL."""
+    """Serve `folder` on 127.0.0.1; returns the base URL (allow its host:port, `allowed(base)`)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), partial(QuietHandler, directory=folder))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return f"http://127.0.0.1:{server.server_port}/"
@@ -42,6 +43,11 @@ def make_media(folder: str) -> dict[str, str]:
     return {"narration": "narration.wav", "template": "presenter.jpg"}
 
 
+def allowed(base_url: str) -> str:
+    """The HEYGEM_ALLOWED_HOSTS entry (host:port) of a local file server."""
+    return urlsplit(base_url).netloc
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -54,14 +60,14 @@ class Gateway:
         os.makedirs(self.data_dir, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = dict(os.environ, HEYGEM_DATA_DIR=self.data_dir, HEYGEM_PORT=str(self.port),
-                        HEYGEM_ALLOWED_HOSTS="127.0.0.1", HEYGEM_MIN_FREE_MB="100",
+        self.env = dict(os.environ, HEYGEM_DATA_DIR=self.data_dir, HEYGEM_PORT=str(self.port), HEYGEM_MIN_FREE_MB="100",
                         **{f"HEYGEM_{k.upper()}": str(v) for k, v in settings.items()})
         self.process: subprocess.Popen | None = None
 
-    def token(self) -> str:
-        return subprocess.run([HEYGEM, "token", "create", "--tenant", "bench", "--ttl", "1d"], env=self.env,
-                              capture_output=True, text=True, check=True).stdout.strip()
+    def token(self, *scopes: str) -> str:
+        command = [HEYGEM, "token", "create", "--tenant", "bench", "--ttl", "1d"]
+        command += [argument for scope in scopes for argument in ("--scope", scope)]
+        return subprocess.run(command, env=self.env, capture_output=True, text=True, check=True).stdout.strip()
 
     def start(self) -> "Gateway":
         log = open(os.path.join(self.data_dir, "serve.out"), "a")

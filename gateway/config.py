@@ -74,7 +74,7 @@ class Settings:
     http_idle_timeout: int = 30            # seconds a connection may stay silent
     http_header_timeout: int = 20          # seconds from a request's first byte to the end of its headers
     http_connections_per_client: int = 100  # open connections per client address (0: no limit; behind a proxy)
-    max_uploads_per_tenant: int = 8        # request bodies one tenant may be sending at once
+    max_uploads_per_tenant: int = 32       # request bodies one tenant may be sending at once
     link_ttl: int = 3600                   # seconds a /download link stays valid
     accel_redirect_prefix: str = ""        # e.g. /protected/ to let nginx send files (X-Accel-Redirect)
     retention_days: float = 7.0
