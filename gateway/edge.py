@@ -2,14 +2,15 @@
 
 Waitress reads a whole request, body included, before a thread runs the application, so a size
 limit or a token checked in a view comes after the upload has been received. Here a request's
-line and headers are judged as soon as they arrive: a body larger than its route takes (uploads
-take far more than JSON), or a body sent to a protected route without a valid token, is refused
-then and the connection closed unread. The same rules run in the application (`install`), for
-any other WSGI server and for Flask's test client.
+line and headers are judged as soon as they arrive: only routes that need a token take a body; a
+body larger than its route takes (uploads take far more than JSON), or sent without a valid
+token, is refused then and the connection closed unread. A tenant sends only so many bodies at
+once, and all bodies held must fit on the disk. The same admission runs in the application
+(`install`), for any other WSGI server and for Flask's test client.
 
 Waitress itself handles connections without threads (idle and slow clients hold a socket, not a
-thread); `make_server` sets its connection limit and idle timeout and adds a deadline for a
-request's headers (slowloris)."""
+thread); `make_server` sets its connection limit and idle timeout, a limit per client address,
+and a deadline for a request's headers (slowloris)."""
 from __future__ import annotations
 
 import logging
@@ -60,27 +61,22 @@ def admit(app: Flask, method: str, path: str, content_type: str, length: int | N
     except HTTPException:
         return Admission(Problem(404, "no such route") if has_body else None, 0)
     scope = getattr(view, "required_scope", None)
-    multipart = content_type.split(";")[0].strip().lower() == "multipart/form-data"
     if not scope:
-        limit, what = 0, "none: this route takes no request body"
-    elif multipart and getattr(view, "accepts_uploads", False):
+        return Admission(Problem(413, "this route takes no request body") if has_body else None, 0)
+    if content_type.split(";")[0].strip().lower() == "multipart/form-data" and getattr(view, "accepts_uploads", False):
         limit, what = settings.max_upload_mb * 2**20 + 2**20, f"{settings.max_upload_mb} MB for an upload"
     else:
         limit, what = settings.max_json_kb * 1024, f"{settings.max_json_kb} KB for a request without a file"
     if not has_body:
         return Admission(None, limit)
-    tenant = None
-    if scope:
-        try:
-            principal = verify(authorization, settings, app.extensions["store"])
-            authorize(principal, scope)
-        except Problem as refusal:
-            return Admission(refusal, limit)
-        tenant = principal.tenant
-    if chunked and not limit or length is not None and length > limit:
-        size = "sent in chunks" if length is None else _size(length)
-        return Admission(Problem(413, f"the request body is {size}; the limit is {what}"), limit)
-    return Admission(None, limit, tenant)
+    try:
+        principal = verify(authorization, settings, app.extensions["store"])
+        authorize(principal, scope)
+    except Problem as refusal:
+        return Admission(refusal, limit)
+    if length is not None and length > limit:
+        return Admission(Problem(413, f"the request body is {_size(length)}; the limit is {what}"), limit)
+    return Admission(None, limit, principal.tenant)
 
 
 def _size(count: int) -> str:
