@@ -5,9 +5,11 @@ pictures.
 
 Starts its own gateway, makes each bomb (PNGs of 1.1 MB and 290 KB that really decode to
 20000x20000 and 10000x10000 pixels, a JPEG header declaring 60000x60000, an H.264 video of
-8192x8192 frames), uploads it to
+8192x8192 frames, a Matroska file with 40 streams of 4096x4096 frames), uploads it to
 POST /api/v1/templates and prints per bomb: the answer, its time (target < 1 s) and the server's
-RSS growth while it was handled (target < 50 MB), sampled every 10 ms.
+RSS growth while it was handled (target < 50 MB), sampled every 10 ms, after a warm-up upload has
+loaded the face models. The 40-stream file is within the limits; its target is the cost of the
+same stream once (the reference row).
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ import psutil
 import requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from service import Gateway  # noqa: E402
+from service import ROOT, Gateway  # noqa: E402
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -71,16 +73,40 @@ def video_bomb(path: str, side: int = 8192) -> str:
     return path
 
 
+def streams_bomb(path: str, streams: int = 40, side: int = 4096) -> str:
+    """A Matroska file holding the same short H.264 stream `streams` times (probing used to
+    decode a frame of each)."""
+    single = video_bomb(path + ".one.mp4", side)
+    with av.open(single) as source, av.open(path, "w", format="matroska") as out:
+        inputs = source.streams.video[0]
+        copies = [out.add_stream_from_template(inputs) for _ in range(streams)]
+        for packet in source.demux(inputs):
+            if packet.dts is None:
+                continue
+            for copy in copies:
+                clone = av.Packet(bytes(packet))
+                clone.pts, clone.dts, clone.time_base, clone.stream = packet.pts, packet.dts, packet.time_base, copy
+                clone.is_keyframe = packet.is_keyframe
+                out.mux(clone)
+    os.remove(single)
+    return path
+
+
 def main() -> int:
     work = tempfile.mkdtemp(prefix="heygem-bombs-")
     bombs = {"png_20000x20000": png_bomb(os.path.join(work, "bomb.png")),
              "png_10000x10000": png_bomb(os.path.join(work, "bomb10k.png"), 10000),
              "jpeg_60000x60000": jpeg_bomb(os.path.join(work, "bomb.jpg")),
-             "h264_8192x8192": video_bomb(os.path.join(work, "bomb.mp4"))}
+             "h264_8192x8192": video_bomb(os.path.join(work, "bomb.mp4")),
+             # Not a bomb: the stream below once, what a legitimate 4096x4096 template costs.
+             "h264_4096x4096_reference": video_bomb(os.path.join(work, "one.mp4"), 4096),
+             "mkv_40_streams_4096x4096": streams_bomb(os.path.join(work, "streams.mkv"))}
     gateway = Gateway(os.path.join(work, "data"), workers=0).start()
     headers = {"Authorization": f"Bearer {gateway.token()}"}
     server = psutil.Process(gateway.process.pid)
-    requests.get(gateway.url + "/healthz", timeout=5)
+    with open(os.path.join(ROOT, "engine", "assets", "astronaut.jpg"), "rb") as handle:  # loads the face models once
+        requests.post(gateway.url + "/api/v1/templates", headers=headers, files={"file": ("warm-up.jpg", handle)},
+                      timeout=120)
     results, ok = {}, True
     for name, path in bombs.items():
         baseline = server.memory_info().rss
@@ -100,8 +126,12 @@ def main() -> int:
         done.set()
         sampler.join()
         growth = (max(peak) - baseline) / 2**20
-        refused = answer.status_code == 400
-        ok &= refused and seconds < 1 and growth < 50
+        if name.endswith("_reference"):
+            pass
+        elif name.startswith("mkv_"):  # within the limits: analysed (no face), at a single stream's cost
+            ok &= answer.status_code in (201, 400) and growth < 2 * results["h264_4096x4096_reference"]["rss_growth_mb"] + 50
+        else:
+            ok &= answer.status_code == 400 and seconds < 1 and growth < 50
         results[name] = {"file_kb": round(os.path.getsize(path) / 1024, 1), "status": answer.status_code,
                          "detail": answer.json().get("detail") if answer.headers.get("Content-Type", "").endswith("json")
                          else answer.text[:200], "seconds": round(seconds, 3), "rss_growth_mb": round(growth, 1)}

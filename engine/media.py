@@ -25,6 +25,8 @@ ANALYSIS_RATE = 16000
 # (Raw H.264/HEVC streams are left out too: they have no timestamps.)
 DEMUXERS = ("mov,matroska,avi,mpegts,mpeg,flv,asf,yuv4mpegpipe,gif,apng,webp_pipe,"
             "wav,w64,aiff,caf,mp3,ogg,flac,aac,amr,ac3,eac3")
+# A phone video has a few (video, sound, metadata); a file with more is not a template.
+MAX_STREAMS = 16
 # Templates are read at most this many frames a second (a 120 or 240 fps clip is resampled):
 # the work per second of template stays bounded, and presenter videos gain nothing above it.
 MAX_FPS = 60.0
@@ -66,8 +68,11 @@ def _reason(exc: Exception) -> str:
 
 def _open(path: str, limits: Limits = DEFAULT_LIMITS) -> av.container.InputContainer:
     try:
-        # FFmpeg decodes a few frames while probing; max_pixels stops it at an oversized picture.
-        return av.open(path, options={"max_pixels": str(limits.max_pixels), "format_whitelist": DEMUXERS,
+        # Probing decodes a few frames of every stream; it needs none (sizes and rates are in the
+        # headers, and frames are decoded later with their own limit), and a file may hold
+        # dozens of large streams.
+        return av.open(path, options={"max_pixels": str(limits.max_pixels), "skip_frame": "all",
+                                      "max_streams": str(MAX_STREAMS), "format_whitelist": DEMUXERS,
                                       "protocol_whitelist": "file"})
     except (av.FFmpegError, OSError, UnicodeDecodeError) as exc:
         raise MediaError(f"{os.path.basename(path)}: not a readable media file ({_reason(exc)}); "
@@ -238,6 +243,11 @@ def loop_index(k: int, n: int) -> int:
     return m if m < n else period - m
 
 
+def _unreadable(path: str, frame: int) -> MediaError:
+    return MediaError(f"{os.path.basename(path)}: the video could not be read again from frame {frame} (it ends "
+                      "early or its index is broken); re-encode it, e.g. as MP4")
+
+
 def looped_frames(path: str, fps: float, n: int, count: int, frame_bytes: int,
                   limits: Limits = DEFAULT_LIMITS) -> Iterator[tuple[int, np.ndarray]]:
     """`count` frames of an n-frame video played forward-backward, as (template index, frame).
@@ -254,13 +264,14 @@ def looped_frames(path: str, fps: float, n: int, count: int, frame_bytes: int,
         if forward:
             stop = min(n, first + (count - k))
             turns = n > 1 and stop == n and k + (stop - first) < count
+            started = k
             for index, image in read_frames(path, fps, first, stop, limits):
                 if turns and 0 < index < n - 1 and index >= n - 1 - chunk:
                     tail.append((index, image.copy()))  # the renderer edits the yielded frame
                 yield index, image
                 k += 1
-            if k < count and stop == first:  # the file had fewer frames than analysed
-                raise MediaError(f"{os.path.basename(path)}: the video ended early")
+            if k - started < stop - first:  # the file had fewer frames than analysed
+                raise _unreadable(path, first)
         else:
             # Backward from `first` down to 1: the kept tail, then chunks read forwards, reversed.
             low = max(1, first - (count - k) + 1)
@@ -272,6 +283,8 @@ def looped_frames(path: str, fps: float, n: int, count: int, frame_bytes: int,
                 else:
                     begin = max(low, high - chunk)
                     frames = list(read_frames(path, fps, begin, high, limits))
+                    if len(frames) < high - begin:  # a seek found no frames there (a broken index)
+                        raise _unreadable(path, begin)
                 for index, image in reversed(frames):
                     yield index, image
                     k += 1

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 import time
 from logging.handlers import RotatingFileHandler
 
@@ -17,6 +16,7 @@ from .housekeeping import Housekeeping
 from .jobs import Waiters
 from .store import Store
 from .system import StateCollector
+from .templates import AnalysisSlots
 from .urlpolicy import UrlPolicy
 from .worker import WorkerPool
 
@@ -68,7 +68,7 @@ def create_app(settings: Settings | None = None, start_workers: bool = True) -> 
     app.extensions.update(store=store, registry=registry, workers=workers, urlpolicy=policy,
                           housekeeping=housekeeping, links=links.serializer(settings.link_secret),
                           waiters=Waiters(settings.max_waiters),
-                          analyses=threading.BoundedSemaphore(max(1, settings.max_analyses)))
+                          analyses=AnalysisSlots(settings.max_analyses))
 
     from . import downloads, edge, jobs, problems, system, templates
     problems.register(app)

@@ -11,11 +11,16 @@ import zipfile
 from . import paths
 from .store import QUEUED, RUNNING, SUCCEEDED, Job
 
-_building = threading.Lock()
+_locks_lock = threading.Lock()
+_locks: dict[str, threading.Lock] = {}  # one per job being built: other jobs' ZIPs do not wait
 
 
 class Unfinished(Exception):
     """The job still runs; its ZIP is made when it ends."""
+
+
+class Gone(Exception):
+    """The job was deleted while its ZIP was being made."""
 
 
 def archive(settings, job: Job) -> str:
@@ -23,11 +28,27 @@ def archive(settings, job: Job) -> str:
     if job.status in (QUEUED, RUNNING):
         raise Unfinished(job.id)
     path = paths.archive(settings, job.tenant, job.id)
-    with _building:
-        if os.path.exists(path):
-            return path
-        manifest = {"job": job.id, "status": job.status, "metadata": job.metadata, "items": []}
-        partial = path + ".part"
+    if os.path.exists(path):
+        return path
+    with _locks_lock:
+        lock = _locks.setdefault(job.id, threading.Lock())
+    try:
+        with lock:
+            if not os.path.exists(path):
+                _build(settings, job, path)
+    except FileNotFoundError as exc:  # its folder went with the job
+        raise Gone(job.id) from exc
+    finally:
+        with _locks_lock:
+            _locks.pop(job.id, None)
+    return path
+
+
+def _build(settings, job: Job, path: str) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)  # a job whose every item failed has no folder yet
+    manifest = {"job": job.id, "status": job.status, "metadata": job.metadata, "items": []}
+    partial = path + ".part"
+    try:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as bundle:
             for item in job.items:
                 video = paths.output(settings, job.tenant, job.id, item.index)
@@ -39,4 +60,6 @@ def archive(settings, job: Job) -> str:
                 manifest["items"].append(entry)
             bundle.writestr("manifest.json", json.dumps(manifest, indent=2))
         os.replace(partial, path)
-    return path
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)

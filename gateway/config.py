@@ -51,6 +51,7 @@ class Settings:
     jwt_audience: str = "heygem-api"
     workers: int = 1                       # items rendered at once (0: an external engine renders)
     queue_limit: int = 200                 # items waiting; beyond it new jobs get 429
+    tenant_queue_limit: int = 100          # items one tenant may have waiting
     max_templates: int = 50
     max_download_mb: int = 500             # per remote file
     download_timeout: float = 60.0         # seconds without data before a download fails
@@ -70,10 +71,11 @@ class Settings:
     max_waiters: int = 8                   # submits waiting (wait_seconds) at once; more answer 202 at once
     max_analyses: int = 2                  # template uploads analysed at once; more get 503
     http_threads: int = 16                 # requests handled at once by `heygem serve`
-    http_connection_limit: int = 1000      # open connections; beyond it new ones wait in the backlog
+    http_connection_limit: int = 4000      # open connections; beyond it new ones wait in the backlog
     http_idle_timeout: int = 30            # seconds a connection may stay silent
     http_header_timeout: int = 20          # seconds from a request's first byte to the end of its headers
-    http_connections_per_client: int = 100  # open connections per client address (0: no limit; behind a proxy)
+    http_connections_per_client: int = 100  # per client address or IPv6 /64 (0: no limit; behind a proxy)
+    http_min_body_rate: int = 16384        # bytes/s a request body must average after its first 10 s
     max_uploads_per_tenant: int = 32       # request bodies one tenant may be sending at once
     link_ttl: int = 3600                   # seconds a /download link stays valid
     accel_redirect_prefix: str = ""        # e.g. /protected/ to let nginx send files (X-Accel-Redirect)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 
-from flask import Blueprint, Response, current_app, send_file
+from flask import Blueprint, Response, current_app, request, send_file
 
 from . import links, paths
-from .archives import Unfinished, archive
+from .archives import Gone, Unfinished, archive
 from .auth import require
 from .jobs import _own_job
 from .problems import Problem
@@ -17,7 +17,12 @@ bp = Blueprint("downloads", __name__)
 
 
 def _send(path: str, mimetype: str, download_name: str | None = None) -> Response:
-    """A file under the outputs or template folders; nginx sends outputs when configured to."""
+    """A file under the outputs or template folders; nginx sends outputs when configured to.
+
+    Otherwise the server sends the file itself, from its event loop (wsgi.file_wrapper): a client
+    that reads slowly holds a socket, not a thread. Werkzeug answers a Range request with a
+    generator over the file, which a thread would have to push; waitress is handed the file
+    instead, opened at the range's start, and sends Content-Length bytes of it."""
     settings = current_app.config["SETTINGS"]
     if settings.accel_redirect_prefix and path.startswith(settings.outputs_dir + os.sep):
         relative = os.path.relpath(path, settings.outputs_dir)
@@ -26,8 +31,16 @@ def _send(path: str, mimetype: str, download_name: str | None = None) -> Respons
         if download_name:
             headers["Content-Disposition"] = f'attachment; filename="{download_name}"'
         return Response(headers=headers)
-    return send_file(path, mimetype=mimetype, as_attachment=download_name is not None, conditional=True,
-                     download_name=download_name or os.path.basename(path))
+    response = send_file(path, mimetype=mimetype, as_attachment=download_name is not None, conditional=True,
+                         download_name=download_name or os.path.basename(path))
+    file_wrapper = request.environ.get("wsgi.file_wrapper")
+    if response.status_code == 206 and file_wrapper is not None:
+        start = int(response.headers["Content-Range"].split()[1].split("-")[0])  # bytes START-END/SIZE
+        response.response.close()
+        handle = open(path, "rb")
+        handle.seek(start)
+        response.response = file_wrapper(handle, 1 << 16)
+    return response
 
 
 def _archive(job: Job) -> Response:
@@ -35,6 +48,8 @@ def _archive(job: Job) -> Response:
         path = archive(current_app.config["SETTINGS"], job)
     except Unfinished:
         raise Problem(409, "the job is still running; its ZIP is made when it finishes")
+    except Gone:
+        raise Problem(404, "the job has been deleted")
     return _send(path, "application/zip", f"heygem-{job.id}.zip")
 
 

@@ -13,7 +13,9 @@ thread); `make_server` sets its connection limit and idle timeout, a limit per c
 and a deadline for a request's headers (slowloris)."""
 from __future__ import annotations
 
+import ipaddress
 import logging
+import resource
 import shutil
 import tempfile
 import time
@@ -31,6 +33,7 @@ from .auth import authorize, verify
 from .problems import Problem, document
 
 log = logging.getLogger("heygem.access")
+BODY_GRACE_SECONDS = 10.0  # before a body's rate is judged
 
 
 def accepts_uploads(view):
@@ -116,6 +119,7 @@ class _Parser(HTTPRequestParser):
     def __init__(self, adj):
         super().__init__(adj)
         self.first_byte = None
+        self.body_started = None
         self.body_limit = None
         self.refusal = None
         self.tenant = None   # set for a body that was admitted
@@ -155,8 +159,15 @@ class _Parser(HTTPRequestParser):
             self._refuse(Problem(408, f"the request's headers took over {deadline:g} s to arrive"))
             return len(data)
         consumed = super().received(data)
-        if self.body_limit is not None and not self.completed and self.body_bytes_received > self.body_limit:
-            self._refuse(Problem(413, f"the request body is over the {_size(self.body_limit)} limit"))
+        if self.headers_finished and not self.completed:  # a body is arriving
+            now = time.monotonic()
+            self.body_started = self.body_started or now
+            elapsed, min_rate = now - self.body_started, self.app.config["SETTINGS"].http_min_body_rate
+            if self.body_limit is not None and self.body_bytes_received > self.body_limit:
+                self._refuse(Problem(413, f"the request body is over the {_size(self.body_limit)} limit"))
+            elif elapsed > BODY_GRACE_SECONDS and self.body_bytes_received < min_rate * elapsed:
+                # A body that trickles in holds its connection and its room on the disk.
+                self._refuse(Problem(408, f"the request body arrives at under {_size(min_rate)}/s"))
         if self.refusal:  # waitress's own checks after the headers must not replace it
             self.error = self.refusal
         return consumed
@@ -181,22 +192,34 @@ class _Parser(HTTPRequestParser):
                                    "path": getattr(self, "path", None), "status": problem.status, "edge": True})
 
 
+def _client(addr) -> str:
+    """Who a connection is from: its IPv4 address, or its IPv6 /64 (one host's usual share)."""
+    host = addr[0] if isinstance(addr, tuple) else str(addr)
+    try:
+        address = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address) and not address.ipv4_mapped:
+        return str(ipaddress.IPv6Network(f"{address}/64", strict=False))
+    return str(address.ipv4_mapped or address) if isinstance(address, ipaddress.IPv6Address) else str(address)
+
+
 class _Channel(HTTPChannel):
-    """A connection; one client address may hold only so many at once. (Runs inside the
-    server's accept: an exception here would close the listening socket.)"""
+    """A connection; one client may hold only so many at once. (Runs inside the server's
+    accept: an exception here would close the listening socket.)"""
 
     app: Flask
 
     def __init__(self, server, sock, addr, adj, map=None):
         super().__init__(server, sock, addr, adj, map)
+        self.client = _client(addr)
         limit = self.app.config["SETTINGS"].http_connections_per_client
-        host = addr[0] if isinstance(addr, tuple) else addr
         if limit and sum(1 for channel in list(server.active_channels.values())
-                         if isinstance(channel.addr, tuple) and channel.addr[0] == host) > limit:
+                         if getattr(channel, "client", None) == self.client) > limit:
             # Answered like any refused request (waitress's error task), then closed.
             refused = self.parser_class(adj)
             HTTPRequestParser.parse_header(refused, b"GET / HTTP/1.0\r\n")
-            refused.error = _Refusal(Problem(503, f"this address has {limit} connections open already; "
+            refused.error = _Refusal(Problem(503, f"{self.client} has {limit} connections open already; "
                                                   "close some or reuse them", {"Retry-After": "10"}))
             refused.completed = True
             self.requests.append(refused)
@@ -210,9 +233,22 @@ def make_server(app: Flask, host: str, port: int) -> TcpWSGIServer:
     channel = type("Channel", (_Channel,), {"parser_class": parser, "app": app})
     server_class = type("Server", (TcpWSGIServer,), {"channel_class": channel})
     largest_body = max(settings.max_upload_mb * 2**20 + 2**20, settings.max_json_kb * 1024)
+    _allow_open_files(settings.http_connection_limit + 512)
+    # channel_request_lookahead: waitress keeps reading while a request runs, so a view can see
+    # (waitress.client_disconnected) that its client left.
     server = server_class(app, host=host, port=port, threads=settings.http_threads, ident="heygem-gateway",
                           connection_limit=settings.http_connection_limit, channel_timeout=settings.http_idle_timeout,
                           cleanup_interval=max(1, min(10, settings.http_idle_timeout)), asyncore_use_poll=True,
-                          max_request_body_size=largest_body + 1, backlog=2048)
+                          max_request_body_size=largest_body + 1, backlog=2048, channel_request_lookahead=1)
     parser.server = server
     return server
+
+
+def _allow_open_files(needed: int) -> None:
+    """Each connection is an open file: raise the soft limit (often 1024) towards the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    if wanted < needed:
+        log.warning("open files limited", extra={"event": "startup", "open_files": wanted, "needed": needed})

@@ -218,6 +218,10 @@ def _submit(audio_key: str, templates_key: str):
             raise Problem(503, f"the server is low on disk space ({free_mb:.0f} MB free); try again later")
         if store.queued_items() + len(fields["templates"]) > settings.queue_limit:
             raise Problem(429, "the queue is full; try again in a minute", {"Retry-After": "60"})
+        waiting = store.queued_items(g.principal.tenant)
+        if waiting + len(fields["templates"]) > settings.tenant_queue_limit:
+            raise Problem(429, f"{waiting} of your templates are waiting already (at most {settings.tenant_queue_limit}); "
+                          "submit more when some are done", {"Retry-After": "60"})
         # An uploaded narration counts by its content, not by where it was kept.
         hashed = {k: v for k, v in fields.items() if k != "wait_seconds"}
         if upload:

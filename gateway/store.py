@@ -205,8 +205,12 @@ class Store:
         """Items queued ahead of this job's first queued item (0: next)."""
         return self._db().execute("SELECT COUNT(*) FROM items WHERE status=? AND seq<?", (QUEUED, job.seq)).fetchone()[0]
 
-    def queued_items(self) -> int:
-        return self._db().execute("SELECT COUNT(*) FROM items WHERE status=?", (QUEUED,)).fetchone()[0]
+    def queued_items(self, tenant: str | None = None) -> int:
+        """Items waiting to render (only `tenant`'s, when given)."""
+        if tenant is None:
+            return self._db().execute("SELECT COUNT(*) FROM items WHERE status=?", (QUEUED,)).fetchone()[0]
+        return self._db().execute("SELECT COUNT(*) FROM items JOIN jobs ON jobs.id = items.job_id "
+                                  "WHERE items.status=? AND jobs.tenant=?", (QUEUED, tenant)).fetchone()[0]
 
     def counts_by_status(self) -> dict[str, int]:
         return dict(self._db().execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 import uuid
 
@@ -17,7 +18,7 @@ from engine.media import probe_video, read_frames, read_image
 from . import links, paths
 from .auth import require
 from .edge import accepts_uploads
-from .fetch import fetch
+from .fetch import FetchLimits, fetch
 from .jobs import _settings, json_body
 from .problems import Problem
 from .store import TEMPLATE_ID_PREFIX, Template
@@ -26,6 +27,28 @@ from .worker import engine_message
 
 bp = Blueprint("templates", __name__, url_prefix="/api/v1")
 THUMBNAIL_SIDE = 320
+
+
+class AnalysisSlots:
+    """Analysing a template holds a server thread for seconds to minutes: only a few run at once,
+    and one per tenant, so that no tenant can take them all."""
+
+    def __init__(self, total: int):
+        self.total, self.lock, self.running = max(1, total), threading.Lock(), {}
+
+    def take(self, tenant: str) -> str | None:
+        """None when a slot was taken for `tenant`; else why not."""
+        with self.lock:
+            if self.running.get(tenant):
+                return "one of your templates is being analysed already; send the next when it is done"
+            if sum(self.running.values()) >= self.total:
+                return f"{self.total} templates are being analysed already; try again in a minute"
+            self.running[tenant] = 1
+            return None
+
+    def give_back(self, tenant: str) -> None:
+        with self.lock:
+            self.running.pop(tenant, None)
 
 
 def _thumbnail(path: str, is_image: bool, fps: float, dest: str, limits) -> str | None:
@@ -50,15 +73,19 @@ def document(template: Template) -> dict:
 @require("jobs:write")
 @accepts_uploads
 def create_template():
-    settings, store = _settings(), current_app.extensions["store"]
-    # Analysis holds a server thread for seconds to minutes: only a few at once.
+    settings, store, tenant = _settings(), current_app.extensions["store"], g.principal.tenant
     analyses = current_app.extensions["analyses"]
-    if not analyses.acquire(blocking=False):
-        raise Problem(503, f"{settings.max_analyses} templates are being analysed already; try again in a minute",
-                      {"Retry-After": "30"})
+    busy = analyses.take(tenant)
+    if busy:
+        raise Problem(503, busy, {"Retry-After": "30"})
+    gone = request.environ.get("waitress.client_disconnected")
+
+    def keep_going(*_) -> None:  # nobody waits for the answer any more: stop, keep nothing
+        if gone and gone():
+            raise Problem(408, "the client went away; the template was not kept")
     template_id = TEMPLATE_ID_PREFIX + uuid.uuid4().hex[:20]
-    folder = paths.template_dir(settings, g.principal.tenant, template_id)
-    source = paths.template_file(settings, g.principal.tenant, template_id, "source")
+    folder = paths.template_dir(settings, tenant, template_id)
+    source = paths.template_file(settings, tenant, template_id, "source")
     try:
         os.makedirs(folder, exist_ok=True)
         upload = request.files.get("file")
@@ -73,8 +100,8 @@ def create_template():
                 raise Problem(400, "send the template as a multipart 'file' or as JSON {\"url\": ...}")
             name = secure_filename(os.path.basename(url.split("?")[0].split("#")[0])) or "template"
             try:
-                fetch(current_app.extensions["urlpolicy"], url, source, settings.max_download_mb * 2**20,
-                      settings.download_timeout, settings.download_max_seconds)
+                fetch(current_app.extensions["urlpolicy"], url, source, FetchLimits.from_settings(settings),
+                      keep_going)
             except OutboundError as exc:
                 raise Problem(400, str(exc))
         if os.path.getsize(source) == 0:
@@ -82,15 +109,16 @@ def create_template():
         status, reason, track = "ready", None, None
         limits = settings.engine_limits
         try:
-            track = engine.prepare_template(source, cache_dir=paths.template_cache(settings), limits=limits)
+            track = engine.prepare_template(source, cache_dir=paths.template_cache(settings), limits=limits,
+                                            on_progress=keep_going)
         except engine.NoFaceError as exc:
             status, reason = "rejected", engine_message(exc, {source: name})
         except engine.MediaError as exc:
             raise Problem(400, engine_message(exc, {source: name}))
         info = track.info if track else probe_video(source, limits)
         thumbnail = _thumbnail(source, info.is_image, info.fps,
-                               paths.template_file(settings, g.principal.tenant, template_id, "thumbnail.jpg"), limits)
-        template = Template(template_id, g.principal.tenant, name, source, status, reason, info.width, info.height,
+                               paths.template_file(settings, tenant, template_id, "thumbnail.jpg"), limits)
+        template = Template(template_id, tenant, name, source, status, reason, info.width, info.height,
                             info.fps, info.duration if not info.is_image else None,
                             track.faces_max if track else 0, thumbnail, time.time())
         store.add_template(template)
@@ -98,7 +126,7 @@ def create_template():
         shutil.rmtree(folder, ignore_errors=True)
         raise
     finally:
-        analyses.release()
+        analyses.give_back(tenant)
     return document(template), 201
 
 

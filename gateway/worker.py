@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import threading
 import time
 from collections import OrderedDict
@@ -16,9 +17,9 @@ import engine
 from engine import EngineError
 
 from . import paths
-from .fetch import fetch
+from .fetch import FetchLimits, fetch
 from .problems import fault_id
-from .store import CANCELED, FAILED, ITEM_DONE, SUCCEEDED, TEMPLATE_ID_PREFIX, Item, Job, Store
+from .store import CANCELED, FAILED, ITEM_DONE, QUEUED, RUNNING, SUCCEEDED, TEMPLATE_ID_PREFIX, Item, Job, Store
 from .urlpolicy import OutboundError, UrlPolicy
 
 log = logging.getLogger("heygem.worker")
@@ -90,14 +91,19 @@ class WorkerPool:
             started = time.monotonic()
             status = self._process(item)
             self.item_seconds.labels(status).observe(time.monotonic() - started)
+            job = self.store.job(item.job_id)
+            if job is None or job.status not in (QUEUED, RUNNING):  # its downloads are needed no more
+                shutil.rmtree(paths.work_dir(self.settings, item.job_id), ignore_errors=True)
 
-    def _fetch(self, url: str, path: str) -> str:
-        settings = self.settings
+    def _fetch(self, job: Job, url: str, path: str) -> str:
         if os.path.exists(path):  # an earlier item of the job downloaded it
             return path
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        return fetch(self.policy, url, path, settings.max_download_mb * 2**20, settings.download_timeout,
-                     settings.download_max_seconds)
+
+        def keep_going() -> None:
+            if self.store.cancel_requested(job.id):
+                raise Canceled()
+        return fetch(self.policy, url, path, FetchLimits.from_settings(self.settings), keep_going)
 
     def _narration_file(self, job: Job) -> str:
         if job.audio_upload:  # sent with the job, already on disk
@@ -106,7 +112,7 @@ class WorkerPool:
                 raise OutboundError(f"{job.audio_name}: the uploaded narration is no longer on the server; "
                                     "submit the job again")
             return path
-        return self._fetch(job.audio_url, paths.work_file(self.settings, job.id, "narration"))
+        return self._fetch(job, job.audio_url, paths.work_file(self.settings, job.id, "narration"))
 
     def _narration(self, job: Job, path: str) -> engine.AudioTrack:
         with self.audio_lock:
@@ -135,7 +141,8 @@ class WorkerPool:
                 raise OutboundError(f"template {item.template!r} has been deleted")
             return path, f"{template.name} ({template.id})"
         digest = hashlib.sha256(item.template.encode()).hexdigest()[:16]
-        return self._fetch(item.template, paths.work_file(self.settings, job.id, f"template-{digest}")), item.template
+        path = paths.work_file(self.settings, job.id, f"template-{digest}")
+        return self._fetch(job, item.template, path), item.template
 
     def _process(self, item: Item) -> str:
         store, settings = self.store, self.settings

@@ -122,3 +122,22 @@ def test_every_frame_is_held_to_the_first_ones_size_and_the_limit(tmp_path):
         list(read_frames(path, 25.0))
     with pytest.raises(MediaError, match="frames over 0.0164 MP are refused"):
         list(read_frames(path, 25.0, limits=Limits(max_pixels=128 * 128)))
+
+
+def test_a_template_that_cannot_be_read_again_is_an_error_not_a_loop(media, monkeypatch):
+    """Played backwards, a template is read again from earlier frames; a file whose index sends
+    those seeks nowhere yields nothing there."""
+    import pytest
+
+    from engine import MediaError
+    from engine import media as media_module
+
+    real = media_module.read_frames
+
+    def forward_only(path, fps, start=0, stop=None, limits=media_module.DEFAULT_LIMITS):
+        return real(path, fps, start, stop, limits) if start == 0 else iter(())
+    monkeypatch.setattr(media_module, "read_frames", forward_only)
+    info = probe_video(media["h264"])
+    with pytest.raises(MediaError, match="could not be read again"):
+        for _ in looped_frames(media["h264"], info.fps, 40, 200, frame_bytes=10**9):  # 4-frame chunks
+            pass

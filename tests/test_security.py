@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from gateway.auth import create_token
-from gateway.fetch import fetch
+from gateway.fetch import FetchLimits, fetch
 from gateway.urlpolicy import OutboundError, RefusedURL, UrlPolicy
 from gateway_support import SECRET, LiveServer, auth, make_settings
 
@@ -245,17 +245,55 @@ def test_tls_keeps_the_hostname_check_while_pinned(dns, tmp_path):
         server.shutdown()
 
 
+class Trickle(BaseHTTPRequestHandler):
+    """A file that arrives a byte every 0.2 s; /gzip sends a compressed body."""
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        if self.path == "/gzip":
+            import gzip
+            body = gzip.compress(b"\0" * 10**6)
+            self.send_response(200)
+            self.send_header("Content-Encoding", "gzip")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", "1000")
+        self.end_headers()
+        try:
+            for _ in range(1000):
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                time.sleep(0.2)
+        except OSError:
+            pass
+
+
 def test_downloads_stop_at_their_limits(dns, tmp_path):
     server = _serve("127.0.0.1", "x" * 5000)
+    trickle = ThreadingHTTPServer(("127.0.0.1", 0), Trickle)
+    threading.Thread(target=trickle.serve_forever, daemon=True).start()
     try:
-        policy = UrlPolicy([f"127.0.0.1:{server.server_port}"])
+        policy = UrlPolicy([f"127.0.0.1:{server.server_port}", f"127.0.0.1:{trickle.server_port}"])
         url = f"http://127.0.0.1:{server.server_port}/file"
         with pytest.raises(OutboundError, match="over the"):
-            fetch(policy, url, str(tmp_path / "f"), max_bytes=1000, timeout=5, max_seconds=60)
+            fetch(policy, url, str(tmp_path / "f"), FetchLimits(1000, 5, 60, 0))
         assert os.listdir(tmp_path) == []  # nothing half-written is left
-        assert open(fetch(policy, url, str(tmp_path / "f"), 10**6, 5, 60)).read() == "x" * 5000
+        assert open(fetch(policy, url, str(tmp_path / "f"), FetchLimits(10**6, 5, 60, 0))).read() == "x" * 5000
+        # A byte every 0.2 s never trips the 5 s silence limit; the whole-download limit stops it.
+        with pytest.raises(OutboundError, match="took over 1 s"):
+            fetch(policy, f"http://127.0.0.1:{trickle.server_port}/", str(tmp_path / "g"), FetchLimits(10**6, 5, 1, 0))
+        with pytest.raises(OutboundError, match="compressed"):  # 1 KB on the wire must not become 1 MB
+            fetch(policy, f"http://127.0.0.1:{trickle.server_port}/gzip", str(tmp_path / "g"), FetchLimits(10**6, 5, 60, 0))
+        with pytest.raises(OutboundError, match="low on disk"):
+            fetch(policy, url, str(tmp_path / "f2"), FetchLimits(10**6, 5, 60, 2**62))
+        assert os.listdir(tmp_path) == ["f"]
     finally:
-        server.shutdown()
+        server.shutdown(), trickle.shutdown()
 
 
 # The live service ------------------------------------------------------------------------------
@@ -632,3 +670,88 @@ def test_odd_templates_are_refused_with_a_reason(live, tmp_path):
         answer = requests.post(service.url + "/api/v1/templates", headers=service.headers(),
                                files={"file": ("raw.h264", handle)})
     assert "raw.h264: not a readable media file" in _problem(answer, 400)
+
+
+def test_range_requests_are_sent_by_the_server_not_a_thread(live, files):
+    service = live(files, workers=0, http_threads=4)
+    headers = service.headers()
+    job = requests.post(service.url + "/api/v1/jobs", headers=headers,
+                        json={"audio_url": files["speech"], "templates": [files["h264"]]}).json()
+    folder = os.path.join(service.settings.outputs_dir, "acme", job["id"])
+    os.makedirs(folder)
+    content = os.urandom(24 * 2**20)
+    with open(os.path.join(folder, "output_001.mp4"), "wb") as handle:
+        handle.write(content)
+    deadline = time.monotonic() + 10
+    while not (job := requests.get(f"{service.url}/api/v1/jobs/{job['id']}", headers=headers).json())["video_urls"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    link = job["video_urls"][0]
+    part = requests.get(link, headers={"Range": "bytes=1000-1999"})
+    assert part.status_code == 206 and part.content == content[1000:2000]
+    assert requests.get(link, headers={"Range": "bytes=-10"}).content == content[-10:]
+    stalled = []
+    try:
+        for _ in range(8):  # twice the server's threads, none reading
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", service.port))
+            sock.sendall(f"GET {link.split(str(service.port), 1)[1]} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-\r\n\r\n".encode())
+            stalled.append(sock)
+        time.sleep(1)
+        assert requests.get(service.url + "/healthz", timeout=5).status_code == 200
+    finally:
+        for sock in stalled:
+            sock.close()
+
+
+def test_archives_of_jobs_without_videos_and_of_running_jobs(live, files):
+    service = live(files, workers=0)
+    headers = service.headers()
+    job = requests.post(service.url + "/api/v1/jobs", headers=headers,
+                        json={"audio_url": files["speech"], "templates": [files["h264"]], "zip": True}).json()
+    archive = f"{service.url}/api/v1/jobs/{job['id']}/archive"
+    assert "still running" in _problem(requests.get(archive, headers=headers), 409)
+    requests.post(f"{service.url}/api/v1/jobs/{job['id']}/cancel", headers=headers)  # never rendered: no folder
+    answer = requests.get(archive, headers=headers)
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "application/zip"
+
+
+def test_a_tenant_gets_a_share_of_the_queue_and_of_the_analyses(live, files):
+    from gateway.templates import AnalysisSlots
+
+    service = live(files, start_workers=False, tenant_queue_limit=3)
+    body = {"audio_url": files["speech"], "templates": [files["h264"]] * 2}
+    url = service.url + "/api/v1/jobs"
+    assert requests.post(url, headers=service.headers(), json=body).status_code == 202
+    assert "waiting already" in _problem(requests.post(url, headers=service.headers(), json=body), 429)
+    assert requests.post(url, headers=service.headers("globex"), json=body).status_code == 202
+    slots = AnalysisSlots(2)
+    assert slots.take("acme") is None and "yours" not in (slots.take("acme") or "yours")
+    assert slots.take("globex") is None and "being analysed already" in slots.take("initech")
+    slots.give_back("acme")
+    assert slots.take("initech") is None
+
+
+def test_a_body_that_trickles_in_is_cut_off(live, monkeypatch):
+    import gateway.edge as edge_module
+
+    monkeypatch.setattr(edge_module, "BODY_GRACE_SECONDS", 0.5)
+    service = live(start_workers=False, http_min_body_rate=100_000)
+    head = (f"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: {service.headers()['Authorization']}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", service.port), timeout=10) as sock:
+        sock.sendall(head.encode())
+        for _ in range(20):  # 10 bytes every 0.1 s
+            if select.select([sock], [], [], 0.1)[0]:
+                break
+            sock.sendall(b" " * 10)
+        assert sock.recv(4096).split(b"\r\n")[0].endswith(b" 408 Request Timeout")
+
+
+def test_clients_are_counted_by_address_and_ipv6_by_their_64():
+    from gateway.edge import _client
+
+    assert _client(("127.0.0.2", 5000)) == "127.0.0.2"
+    assert _client(("2001:db8:1:2:aaaa::1", 5000, 0, 0)) == _client(("2001:db8:1:2:bbbb::9", 1, 0, 0)) == "2001:db8:1:2::/64"
+    assert _client(("::ffff:10.0.0.1", 5000, 0, 0)) == "10.0.0.1"
