@@ -7,7 +7,8 @@ Starts its own gateway (`heygem serve` with no render worker, so every job stays
 every `wait_seconds` submit waits as long as it may). `--idle` TCP connections are held open
 without sending anything, from 127.0.0.2, .3, ... (100 per address, the gateway's limit per
 client, so that all of them are held) and reopened when the server drops them; `--waiters`
-clients keep submitting jobs with wait_seconds 55. The probe connects from 127.0.0.1. Prints the
+clients keep submitting jobs with wait_seconds 55 (one that is answered at once, because the
+waiting slots are taken, waits a second before the next). The probe connects from 127.0.0.1. Prints the
 probe's latencies (target: every probe < 1 s), the server's peak RSS, and what the idle
 connections and the waiting submits saw.
 """
@@ -42,7 +43,7 @@ def main() -> int:
     work = tempfile.mkdtemp(prefix="heygem-edge-")
     media = os.path.join(work, "media")
     names = make_media(media)
-    gateway = Gateway(os.path.join(work, "data"), workers=0, queue_limit=10**6).start()
+    gateway = Gateway(os.path.join(work, "data"), workers=0, queue_limit=10**6, tenant_queue_limit=10**6).start()
     headers = {"Authorization": f"Bearer {gateway.token()}"}
     with open(os.path.join(media, names["template"]), "rb") as handle:  # a template by id: no URL needed
         template = requests.post(gateway.url + "/api/v1/templates", headers=headers,
@@ -96,6 +97,8 @@ def main() -> int:
                 status = 0
             with lock:
                 submits.append((time.monotonic() - started, status))
+            if time.monotonic() - started < 1:  # answered at once (all waiting slots taken): poll, as a client would
+                time.sleep(1.0)
 
     def probe() -> None:
         while time.monotonic() < stop:
