@@ -10,10 +10,13 @@ from logging.handlers import RotatingFileHandler
 from flask import Flask, g, request
 from prometheus_client import CollectorRegistry
 
-from . import links
+from . import storage as storages
+from .callbacks import Deliverer
 from .config import Settings
 from .housekeeping import Housekeeping
 from .jobs import Waiters
+from .links import Links
+from .publisher import Publisher
 from .store import Store
 from .system import StateCollector
 from .templates import AnalysisSlots
@@ -63,10 +66,14 @@ def create_app(settings: Settings | None = None, start_workers: bool = True) -> 
     registry = CollectorRegistry()
     registry.register(StateCollector(store, settings))
     policy = UrlPolicy(settings.allowed_hosts, settings.max_url_length, settings.ca_bundle)
-    housekeeping = Housekeeping(settings, store)
-    workers = WorkerPool(settings, store, registry, policy, housekeeping)
-    app.extensions.update(store=store, registry=registry, workers=workers, urlpolicy=policy,
-                          housekeeping=housekeeping, links=links.serializer(settings.link_secret),
+    storage = storages.from_settings(settings)
+    links = Links(settings, storage)
+    publisher = Publisher(settings, store, storage)
+    deliverer = Deliverer(settings, store, policy, links)
+    housekeeping = Housekeeping(settings, store, storage, publisher)
+    workers = WorkerPool(settings, store, registry, policy, housekeeping, publisher, deliverer)
+    app.extensions.update(store=store, registry=registry, workers=workers, urlpolicy=policy, storage=storage,
+                          housekeeping=housekeeping, links=links, deliverer=deliverer,
                           waiters=Waiters(settings.max_waiters),
                           analyses=AnalysisSlots(settings.max_analyses))
 

@@ -1,6 +1,6 @@
 """A finished job's ZIP: its videos (stored, not deflated: MP4s do not compress) and a manifest
-that lists every item, failed ones too. Made once, into the job's folder, then sent as a file:
-a client that reads slowly holds a socket, not a server thread."""
+that lists every item, failed ones too. Made once when the job's last item is done, into the
+job's folder, then stored like the videos (kept there, or uploaded to the bucket)."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import threading
 import zipfile
 
 from . import paths
-from .store import QUEUED, RUNNING, SUCCEEDED, Job
+from .store import ITEM_DONE, SUCCEEDED, Job, outcome
 
 _locks_lock = threading.Lock()
 _locks: dict[str, threading.Lock] = {}  # one per job being built: other jobs' ZIPs do not wait
@@ -25,7 +25,7 @@ class Gone(Exception):
 
 def archive(settings, job: Job) -> str:
     """The path of the job's ZIP, made now if it was not yet."""
-    if job.status in (QUEUED, RUNNING):
+    if any(item.status not in ITEM_DONE for item in job.items):
         raise Unfinished(job.id)
     path = paths.archive(settings, job.tenant, job.id)
     if os.path.exists(path):
@@ -46,7 +46,8 @@ def archive(settings, job: Job) -> str:
 
 def _build(settings, job: Job, path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)  # a job whose every item failed has no folder yet
-    manifest = {"job": job.id, "status": job.status, "metadata": job.metadata, "items": []}
+    status = outcome([item.status for item in job.items], job.cancel_requested)
+    manifest = {"job": job.id, "status": status, "metadata": job.metadata, "items": []}
     partial = path + ".part"
     try:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_STORED) as bundle:

@@ -1,4 +1,4 @@
-"""`heygem`: the engine's commands plus `serve` and `token`."""
+"""`heygem`: the engine's commands plus `serve`, `token` and `tenant`."""
 from __future__ import annotations
 
 import argparse
@@ -64,6 +64,20 @@ def _token_revoke(args) -> int:
     return 0
 
 
+def _tenant_secret(args) -> int:
+    from .auth import TENANT, TENANT_RULE
+    from .store import Store
+
+    if not TENANT.fullmatch(args.tenant):
+        print(f"error: tenant {args.tenant!r}: {TENANT_RULE}", file=sys.stderr)
+        return 2
+    secret, _, _ = Store(Settings.from_env().database).signing_secret(args.tenant, rotate=args.rotate)
+    print(secret)
+    if args.rotate:
+        print("rotated: callbacks are signed with the old secret as well for 24 hours", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="heygem", description="Lip-sync narrations onto presenter templates, "
                                      "from the command line or as a service.")
@@ -83,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     revoke = token.add_parser("revoke", help="refuse a token from now on")
     revoke.add_argument("jti")
     revoke.set_defaults(handler=_token_revoke)
+    tenant = commands.add_parser("tenant", help="per-tenant settings").add_subparsers(dest="action", required=True)
+    secret = tenant.add_parser("secret", help="print (or rotate) the secret that signs a tenant's callbacks")
+    secret.add_argument("tenant")
+    secret.add_argument("--rotate", action="store_true", help="make a new secret")
+    secret.set_defaults(handler=_tenant_secret)
     args = parser.parse_args(argv)
     return args.handler(args)
 

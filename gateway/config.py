@@ -3,6 +3,7 @@ else installed: SQLite, the local filesystem and worker threads in the service's
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field, fields
 
@@ -22,6 +23,9 @@ def _secret(data_dir: str, name: str) -> str:
             handle.write(secrets.token_urlsafe(48))
     with open(path) as handle:
         return handle.read().strip()
+
+
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 def _read_config_file(path: str) -> dict[str, str]:
@@ -84,6 +88,32 @@ class Settings:
     log_file: str = ""                     # default: <data_dir>/gateway.log
     link_secret: str = ""                  # signs /download links (default: generated, like the JWT secret)
     metrics_listen: str = ""               # host:port: serve /metrics there without a token as well
+    # Where finished videos and ZIPs are kept: `local` (served by /download links) or `s3` (MinIO
+    # or any S3: the job's links are the bucket's).
+    storage: str = "local"
+    s3_endpoint: str = ""                  # host:port, or http(s)://host:port
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    s3_secret_key_file: str = ""           # read the secret key from this file instead
+    s3_bucket: str = "heygem"
+    s3_region: str = "us-east-1"           # set, so that signing links never asks the server
+    s3_secure: bool = True                 # TLS to the endpoint (an http:// endpoint turns it off)
+    s3_ca_bundle: str = ""                 # PEM CA certificates for the endpoint (default: certifi's)
+    s3_prefix: str = "heygem"              # object keys: <prefix>/<tenant>/<job>/output_001.mp4
+    s3_links: str = "presigned"            # presigned | public
+    s3_link_ttl: int = 7 * 86400           # seconds a presigned link stays valid (S3 allows 7 days at most)
+    s3_public_url: str = ""                # links: base URL of a public-read bucket or a CDN (public mode),
+                                           # or the endpoint as users reach it (presigned mode)
+    s3_part_mb: int = 16                   # multipart upload part size (S3: 5 MB at least)
+    s3_keep_local: bool = False            # keep the local copy of what was uploaded
+    storage_retry_hours: float = 24.0      # a failing upload is retried this long, then its item fails
+    storage_backoff_max_seconds: float = 300.0  # longest wait between upload attempts (from 2 s, doubling)
+    # Result callbacks: an outbox in the database, retried with backoff on errors, 5xx and 429.
+    callback_retry_hours: float = 24.0
+    callback_backoff_seconds: float = 10.0  # the first retry's delay; it doubles (with jitter)
+    callback_backoff_max_seconds: float = 3600.0
+    callback_timeout: float = 15.0         # seconds to connect and to wait for the receiver's answer
+    callback_concurrency: int = 4          # deliveries in flight at once
 
     @classmethod
     def from_env(cls, env: dict | None = None, **overrides) -> "Settings":
@@ -103,6 +133,10 @@ class Settings:
                     values[spec.name] = int(raw) if spec.type == "int" else float(raw)
                 except ValueError:
                     raise ValueError(f"{name} must be a number, not {raw!r}") from None
+            elif spec.type == "bool":
+                if raw.strip().lower() not in BOOLEANS:
+                    raise ValueError(f"{name} must be true or false, not {raw!r}")
+                values[spec.name] = BOOLEANS[raw.strip().lower()]
             elif spec.name == "allowed_hosts":
                 values[spec.name] = [h.strip().lower() for h in raw.split(",") if h.strip()]
             else:
@@ -116,7 +150,32 @@ class Settings:
             settings.jwt_secret = _secret(settings.data_dir, "jwt-secret")
         # Links are their own secret: whoever can verify tokens need not be able to mint links.
         settings.link_secret = settings.link_secret or _secret(settings.data_dir, "link-secret")
+        settings._check_storage()
         return settings
+
+    def _check_storage(self) -> None:
+        if self.storage not in ("local", "s3"):
+            raise ValueError(f"HEYGEM_STORAGE must be local or s3, not {self.storage!r}")
+        if self.storage != "s3":
+            return
+        if self.s3_secret_key_file:
+            with open(self.s3_secret_key_file) as handle:
+                self.s3_secret_key = handle.read().strip()
+        missing = [f"HEYGEM_{n.upper()}" for n in ("s3_endpoint", "s3_access_key", "s3_secret_key", "s3_bucket")
+                   if not getattr(self, n)]
+        if missing:
+            raise ValueError(f"HEYGEM_STORAGE=s3 needs {', '.join(missing)}")
+        if self.s3_links not in ("presigned", "public"):
+            raise ValueError(f"HEYGEM_S3_LINKS must be presigned or public, not {self.s3_links!r}")
+        if self.s3_links == "public" and not self.s3_public_url:
+            raise ValueError("HEYGEM_S3_LINKS=public needs HEYGEM_S3_PUBLIC_URL (the bucket's or CDN's base URL)")
+        if not 1 <= self.s3_link_ttl <= 7 * 86400:
+            raise ValueError("HEYGEM_S3_LINK_TTL must be 1 to 604800 seconds (S3 signs links for 7 days at most)")
+        if self.s3_part_mb < 5:
+            raise ValueError("HEYGEM_S3_PART_MB must be at least 5 (S3's smallest multipart part)")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", self.s3_bucket):
+            raise ValueError(f"HEYGEM_S3_BUCKET {self.s3_bucket!r} is not a valid bucket name")
+        self.s3_prefix = self.s3_prefix.strip("/")
 
     @property
     def engine_limits(self) -> Limits:

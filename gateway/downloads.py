@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from flask import Blueprint, Response, current_app, request, send_file
+from flask import Blueprint, Response, current_app, redirect, request, send_file
 
 from . import links, paths
 from .archives import Gone, Unfinished, archive
@@ -44,6 +44,8 @@ def _send(path: str, mimetype: str, download_name: str | None = None) -> Respons
 
 
 def _archive(job: Job) -> Response:
+    if job.archive_key:  # in the bucket
+        return redirect(current_app.extensions["links"].archive(job), 302)
     try:
         path = archive(current_app.config["SETTINGS"], job)
     except Unfinished:
@@ -77,7 +79,7 @@ def _file(kind: str, ids: list) -> tuple[str, str]:
 
 @bp.get("/download/<token>")
 def download(token: str):
-    kind, ids = links.read(token)
+    kind, ids = current_app.extensions["links"].read(token)
     if kind == links.ARCHIVE:
         job = current_app.extensions["store"].job(ids[0])
         if job is None:

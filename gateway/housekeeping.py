@@ -23,11 +23,16 @@ def _names(folder: str) -> list[str]:
 
 
 class Housekeeping:
-    def __init__(self, settings, store: Store):
-        self.settings, self.store = settings, store
+    def __init__(self, settings, store: Store, storage, publisher):
+        self.settings, self.store, self.storage, self.publisher = settings, store, storage, publisher
 
-    def remove_job(self, job: Job) -> None:
-        """A deleted job's files: its videos, its downloads and its uploaded narration."""
+    def delete_job(self, job: Job) -> None:
+        """Forget a job and remove its files: its videos, its downloads, its uploaded narration.
+        Its objects in the bucket are remembered in the store and removed by the publisher
+        (retried while the store is unreachable)."""
+        self.store.delete_job(job.id, has_objects=self.storage.remote)
+        if self.storage.remote:
+            self.publisher.wake()
         for folder in (lambda: paths.job_outputs(self.settings, job.tenant, job.id),
                        lambda: paths.work_dir(self.settings, job.id)):
             try:
@@ -57,9 +62,8 @@ class Housekeeping:
         expired = store.expired_jobs(time.time() - settings.retention_days * 86400)
         for job_id, _ in expired:
             job = store.job(job_id)
-            store.delete_job(job_id)
             if job:
-                self.remove_job(job)
+                self.delete_job(job)
         # Listed before the store is asked: a folder made after the listing is not judged on
         # an answer from before its job existed.
         upload_ids, work_ids = _names(paths.data(settings, "uploads")), _names(paths.data(settings, "work"))

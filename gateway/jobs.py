@@ -11,11 +11,13 @@ import time
 
 from flask import Blueprint, current_app, g, request, url_for
 
-from . import links, uploads
+from . import uploads
 from .auth import require
 from .edge import accepts_uploads
 from .problems import Problem
-from .store import ITEM_DONE, JOB_STATUSES, QUEUED, RUNNING, SUCCEEDED, TEMPLATE_ID_PREFIX, Conflict, Job
+from .store import (ARCHIVE_PENDING, ITEM_DONE, JOB_DONE, JOB_STATUSES, PENDING, QUEUED, RUNNING, STORING,
+                    TEMPLATE_ID_PREFIX, Conflict, Job)
+from .callbacks import TOLERANCE_SECONDS
 from .urlpolicy import RefusedURL
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1")
@@ -32,8 +34,21 @@ def _settings():
     return current_app.config["SETTINGS"]
 
 
+def _delivery_document(job: Job) -> dict | None:
+    """The job's latest callback delivery."""
+    deliveries = _ext("store").deliveries(job.id) if job.callback_url else []
+    if not deliveries:
+        return None
+    latest = deliveries[-1]
+    return {"url": latest.url, "delivery_id": latest.id, "event": latest.event, "status": latest.status,
+            "attempts": latest.attempts, "last_attempt_at": latest.last_attempt, "last_status_code": latest.last_status,
+            "last_error": latest.last_error, "next_attempt_at": latest.next_attempt if latest.status == PENDING else None,
+            "delivered_at": latest.delivered}
+
+
 def job_document(job: Job) -> dict:
-    store = _ext("store")
+    store, results = _ext("store"), _ext("links")
+    base = request.host_url
     done = sum(1 for item in job.items if item.status in ITEM_DONE)
     running = [item for item in job.items if item.status == RUNNING]
     # Progress counts finished items plus the running items' share of frames.
@@ -41,24 +56,32 @@ def job_document(job: Job) -> dict:
     finished = job.status not in (QUEUED, RUNNING)
     items = []
     for item in job.items:
-        entry = {"index": item.index, "template": item.template, "status": item.status, "stage": item.stage,
+        # `storing` (uploading to the bucket) is a stage of running, to the API.
+        entry = {"index": item.index, "template": item.template,
+                 "status": RUNNING if item.status == STORING else item.status, "stage": item.stage,
                  "error": item.error, "frames_done": item.frames_done, "frames_total": item.frames_total,
-                 "video_url": links.link(links.VIDEO, job.id, item.index) if item.status == SUCCEEDED else None}
+                 "video_url": results.video(job, item, base)}
         items.append(entry)
-    document = {
+    if finished:
+        stage = "finished"
+    elif running or any(item.status == STORING for item in job.items):
+        stage = next((item.stage for item in job.items if item.status in (RUNNING, STORING) and item.stage), "running")
+    elif job.archive_state == ARCHIVE_PENDING:
+        stage = "storing the ZIP"
+    else:
+        stage = "queued"
+    return {
         "id": job.id, "status": job.status, "created_at": job.created, "started_at": job.started,
         "finished_at": job.finished, "metadata": job.metadata,
         "progress": {"items_done": done, "items_total": len(job.items),
-                     "percent": round(100.0 * (done + share) / len(job.items), 1),
-                     "stage": running[0].stage if running else ("finished" if finished else "queued")},
+                     "percent": round(100.0 * (done + share) / len(job.items), 1), "stage": stage},
         "queue_position": store.queue_position(job) if job.status == QUEUED else None,
         "items": items,
         "video_urls": [entry["video_url"] for entry in items if entry["video_url"]],
-        "archive_url": None,
+        "archive_url": results.archive(job, base),
+        "archive_error": job.archive_error,
+        "callback": _delivery_document(job),
     }
-    if job.zip and finished and document["video_urls"]:
-        document["archive_url"] = links.link(links.ARCHIVE, job.id)
-    return document
 
 
 def _inspect(value) -> tuple[int, str | None]:
@@ -308,6 +331,28 @@ def delete_job(job_id: str):
     job = _own_job(job_id)
     store = _ext("store")
     store.request_cancel(job.id)  # a running item stops at its next progress report
-    store.delete_job(job.id)
-    _ext("housekeeping").remove_job(job)
+    _ext("housekeeping").delete_job(job)
     return "", 204
+
+
+@bp.post("/jobs/<job_id>/callback/redeliver")
+@require("jobs:write")
+def redeliver_callback(job_id: str):
+    """Send the finished job's callback again (a new delivery, with fresh links)."""
+    job = _own_job(job_id)
+    if not job.callback_url:
+        raise Problem(400, "the job has no callback_url")
+    if job.status not in JOB_DONE:
+        raise Problem(409, "the job is still running; its callback is sent when it ends")
+    _ext("store").redeliver(job)
+    _ext("deliverer").wake()
+    return job_document(_ext("store").job(job.id)), 202
+
+
+@bp.get("/callbacks/secret")
+@require("jobs:write")
+def callback_secret():
+    """The tenant's secret for checking callback signatures (made on first use)."""
+    secret, previous, rotated = _ext("store").signing_secret(g.principal.tenant)
+    return {"secret": secret, "header": "X-Heygem-Signature", "algorithm": "HMAC-SHA256 of '<t>.<raw body>'",
+            "tolerance_seconds": TOLERANCE_SECONDS}

@@ -1,38 +1,59 @@
-"""Signed, expiring download links. A link names one thing by id (a job's video, a job's ZIP, a
-template's thumbnail), never a path: the file is found from the store when the link is used, so a
-link can reach nothing else, whoever holds the key."""
+"""The links results are reached by. Stored in a bucket: the bucket's (presigned or public) URLs.
+Kept locally: signed, expiring /download links that name one thing by id (a job's video, a job's
+ZIP, a template's thumbnail), never a path: the file is found from the store when the link is
+used, so a link can reach nothing else, whoever holds the key.
+
+Links are made in requests (based on the request's host unless HEYGEM_PUBLIC_URL is set) and in
+callbacks, outside any request (HEYGEM_PUBLIC_URL, else the address the service listens on)."""
 from __future__ import annotations
 
-from flask import current_app, url_for
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from .problems import Problem
+from .store import ARCHIVE_FAILED, JOB_DONE, SUCCEEDED, Item, Job
 
 VIDEO, ARCHIVE, THUMBNAIL = "video", "archive", "thumbnail"
 
 
-def serializer(secret: str) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(secret, salt="heygem-download-v2")
+class Links:
+    def __init__(self, settings, storage):
+        self.serializer = URLSafeTimedSerializer(settings.link_secret, salt="heygem-download-v2")
+        self.settings, self.storage = settings, storage
+        self.public_url = settings.public_url.rstrip("/")
+        host = f"[{settings.host}]" if ":" in settings.host else settings.host
+        self.listening = f"http://{host}:{settings.port}"
 
+    def download(self, kind: str, *ids, base: str | None = None) -> str:
+        """A /download link to a job's video (job id, item index), a job's ZIP (job id) or a
+        template's thumbnail (template id)."""
+        root = self.public_url or (base or self.listening).rstrip("/")
+        return f"{root}/download/{self.serializer.dumps([kind, *ids])}"
 
-def link(kind: str, *ids) -> str:
-    """A link to a job's video (job id, item index), a job's ZIP (job id) or a template's
-    thumbnail (template id)."""
-    settings = current_app.config["SETTINGS"]
-    token = current_app.extensions["links"].dumps([kind, *ids])
-    if settings.public_url:
-        return settings.public_url.rstrip("/") + url_for("downloads.download", token=token)
-    return url_for("downloads.download", token=token, _external=True)
+    def read(self, token: str) -> tuple[str, list]:
+        """(kind, ids) named by a /download link; Problem 404 (forged) or 410 (expired)."""
+        try:
+            named = self.serializer.loads(token, max_age=self.settings.link_ttl)
+        except SignatureExpired:
+            raise Problem(410, "this download link has expired; fetch the job again for a fresh one")
+        except BadSignature:
+            raise Problem(404, "no such download")
+        if not isinstance(named, list) or not named or named[0] not in (VIDEO, ARCHIVE, THUMBNAIL):
+            raise Problem(404, "no such download")
+        return named[0], named[1:]
 
+    def video(self, job: Job, item: Item, base: str | None = None) -> str | None:
+        if item.status != SUCCEEDED:
+            return None
+        if item.object_key:
+            return self.storage.url(item.object_key)
+        return self.download(VIDEO, job.id, item.index, base=base)
 
-def read(token: str) -> tuple[str, list]:
-    """(kind, ids) named by a link; Problem 404 (forged) or 410 (expired)."""
-    try:
-        named = current_app.extensions["links"].loads(token, max_age=current_app.config["SETTINGS"].link_ttl)
-    except SignatureExpired:
-        raise Problem(410, "this download link has expired; fetch the job again for a fresh one")
-    except BadSignature:
-        raise Problem(404, "no such download")
-    if not isinstance(named, list) or not named or named[0] not in (VIDEO, ARCHIVE, THUMBNAIL):
-        raise Problem(404, "no such download")
-    return named[0], named[1:]
+    def archive(self, job: Job, base: str | None = None) -> str | None:
+        """The finished job's ZIP, when it asked for one and has a video to put in it."""
+        if not job.zip or job.status not in JOB_DONE or job.archive_state == ARCHIVE_FAILED:
+            return None
+        if job.archive_key:
+            return self.storage.url(job.archive_key)
+        if any(item.status == SUCCEEDED for item in job.items):
+            return self.download(ARCHIVE, job.id, base=base)
+        return None

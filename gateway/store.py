@@ -1,9 +1,16 @@
 """Durable job state in SQLite (WAL): one place where every job's and item's state is written
-and read. An item's life: queued -> running -> succeeded | failed | canceled; a job's status is
-derived from its items (plus `partial` when some failed and some succeeded)."""
+and read.
+
+An item's life: queued -> running -> storing -> succeeded, or -> failed | canceled. `storing`: its
+video is rendered and on disk, and is being put where its link will point (at once for local
+storage; an upload to S3, retried until confirmed). A job's status is derived from its items
+(`partial` when some failed and some succeeded); a job with `zip` stays running until its ZIP is
+stored too. The transaction that ends a job also writes its callback into the outbox
+(`deliveries`), so that a finished job and its callback cannot be lost apart."""
 from __future__ import annotations
 
 import json
+import secrets
 import sqlite3
 import threading
 import time
@@ -11,8 +18,14 @@ import uuid
 from dataclasses import dataclass
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, PARTIAL = "queued", "running", "succeeded", "failed", "canceled", "partial"
+STORING = "storing"
 ITEM_DONE = (SUCCEEDED, FAILED, CANCELED)
 JOB_STATUSES = (QUEUED, RUNNING, SUCCEEDED, PARTIAL, FAILED, CANCELED)
+JOB_DONE = (SUCCEEDED, PARTIAL, FAILED, CANCELED)
+# A job's ZIP: none asked or made yet (NULL), being made and stored, ready, or given up on.
+ARCHIVE_PENDING, ARCHIVE_READY, ARCHIVE_FAILED = "pending", "ready", "failed"
+# A callback delivery: waiting for its (next) attempt, delivered (2xx), or given up on.
+PENDING, DELIVERED = "pending", "delivered"
 # A template kept by the service, named in a job's templates by its id.
 TEMPLATE_ID_PREFIX = "tpl_"
 
@@ -51,7 +64,34 @@ MIGRATIONS = [
        UPDATE jobs SET audio_upload = substr(audio_url, 8), audio_name = 'the uploaded narration', audio_url = ''
         WHERE audio_url LIKE 'upload:%';
        UPDATE jobs SET audio_name = audio_url WHERE audio_name IS NULL;""",
+    # Object storage and result callbacks.
+    """ALTER TABLE items ADD COLUMN object_key TEXT;
+       ALTER TABLE items ADD COLUMN rendered REAL;
+       ALTER TABLE jobs ADD COLUMN archive_state TEXT;
+       ALTER TABLE jobs ADD COLUMN archive_key TEXT;
+       ALTER TABLE jobs ADD COLUMN archive_error TEXT;
+       CREATE TABLE deliveries (
+           id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+           url TEXT NOT NULL, event TEXT NOT NULL, body TEXT, status TEXT NOT NULL,
+           attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, next_attempt REAL NOT NULL,
+           last_attempt REAL, last_status INTEGER, last_error TEXT, delivered REAL, seq INTEGER NOT NULL);
+       CREATE INDEX deliveries_due ON deliveries (status, next_attempt);
+       CREATE INDEX deliveries_job ON deliveries (job_id, seq);
+       CREATE TABLE signing_secrets (
+           tenant TEXT PRIMARY KEY, secret TEXT NOT NULL, previous TEXT, rotated REAL, created REAL NOT NULL);
+       CREATE TABLE object_removals (tenant TEXT NOT NULL, job_id TEXT NOT NULL, created REAL NOT NULL,
+           PRIMARY KEY (tenant, job_id));""",
 ]
+
+
+def outcome(item_statuses: list[str], cancel_requested: bool) -> str:
+    """A job's status once all its items are done."""
+    succeeded = item_statuses.count(SUCCEEDED)
+    if cancel_requested and CANCELED in item_statuses:
+        return CANCELED
+    if succeeded == len(item_statuses):
+        return SUCCEEDED
+    return FAILED if succeeded == 0 else PARTIAL
 
 
 @dataclass
@@ -67,6 +107,8 @@ class Item:
     frames_total: int
     started: float | None
     finished: float | None
+    rendered: float | None      # when its video was on disk
+    object_key: str | None      # where it was stored (None: the local file)
 
 
 @dataclass
@@ -86,6 +128,9 @@ class Job:
     cancel_requested: bool
     seq: int
     items: list[Item]
+    archive_state: str | None
+    archive_key: str | None
+    archive_error: str | None
 
 
 @dataclass
@@ -103,6 +148,24 @@ class Template:
     faces: int | None
     thumbnail: str | None
     created: float
+
+
+@dataclass
+class Delivery:
+    id: str
+    job_id: str
+    url: str
+    event: str
+    body: str | None            # made at the first attempt, then sent as it is every time
+    status: str                 # pending | delivered | failed
+    attempts: int
+    created: float
+    next_attempt: float
+    last_attempt: float | None
+    last_status: int | None     # the receiver's HTTP status
+    last_error: str | None
+    delivered: float | None
+    seq: int
 
 
 class Conflict(Exception):
@@ -186,11 +249,13 @@ class Store:
         if row is None:
             return None
         items = [Item(r["job_id"], r["idx"], r["template"], r["status"], r["error"], r["output"], r["stage"],
-                      r["frames_done"], r["frames_total"], r["started"], r["finished"])
+                      r["frames_done"], r["frames_total"], r["started"], r["finished"], r["rendered"], r["object_key"])
                  for r in db.execute("SELECT * FROM items WHERE job_id=? ORDER BY idx", (job_id,))]
         return Job(row["id"], row["tenant"], row["status"], row["created"], row["started"], row["finished"],
-                   row["audio_url"], row["audio_upload"], row["audio_name"], row["callback_url"], json.loads(row["metadata"]) if row["metadata"] else None,
-                   bool(row["zip"]), bool(row["cancel_requested"]), row["seq"], items)
+                   row["audio_url"], row["audio_upload"], row["audio_name"], row["callback_url"],
+                   json.loads(row["metadata"]) if row["metadata"] else None, bool(row["zip"]),
+                   bool(row["cancel_requested"]), row["seq"], items, row["archive_state"], row["archive_key"],
+                   row["archive_error"])
 
     def jobs(self, tenant: str, status: str | None, limit: int, before_seq: int | None) -> list[Job]:
         query, args = "SELECT id FROM jobs WHERE tenant=?", [tenant]
@@ -227,8 +292,22 @@ class Store:
         row = self._db().execute("SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()
         return row is None or bool(row[0])  # a deleted job counts as canceled
 
-    def delete_job(self, job_id: str) -> None:
-        self._write(lambda db: db.execute("DELETE FROM jobs WHERE id=?", (job_id,)))
+    def delete_job(self, job_id: str, has_objects: bool = False) -> None:
+        """Forget the job (its items and deliveries with it). `has_objects`: its stored objects
+        are to be removed too, which is remembered here until `object_removed`."""
+        def delete(db: sqlite3.Connection) -> None:
+            row = db.execute("SELECT tenant FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if row and has_objects:
+                db.execute("INSERT OR IGNORE INTO object_removals VALUES (?, ?, ?)", (row["tenant"], job_id, time.time()))
+            db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+        self._write(delete)
+
+    def object_removals(self) -> list[tuple[str, str]]:
+        """(tenant, job id) of deleted jobs whose objects are still to be removed."""
+        return [(r[0], r[1]) for r in self._db().execute("SELECT tenant, job_id FROM object_removals ORDER BY created")]
+
+    def object_removed(self, tenant: str, job_id: str) -> None:
+        self._write(lambda db: db.execute("DELETE FROM object_removals WHERE tenant=? AND job_id=?", (tenant, job_id)))
 
     def expired_jobs(self, older_than: float) -> list[tuple[str, str]]:
         return [(r["id"], r["tenant"]) for r in self._db().execute(
@@ -261,12 +340,61 @@ class Store:
         self._write(lambda db: db.execute("UPDATE items SET stage=?, frames_done=?, frames_total=? WHERE job_id=? AND idx=?",
                                           (stage, done, total, item.job_id, item.index)))
 
-    def finish_item(self, item: Item, status: str, output: str | None = None, error: str | None = None) -> None:
+    def finish_item(self, item: Item, status: str, error: str | None = None) -> None:
+        """A failed or canceled item."""
         def finish(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE items SET status=?, output=?, error=?, finished=?, stage=NULL WHERE job_id=? AND idx=?",
-                       (status, output, error, time.time(), item.job_id, item.index))
+            db.execute("UPDATE items SET status=?, error=?, finished=?, stage=NULL WHERE job_id=? AND idx=?",
+                       (status, error, time.time(), item.job_id, item.index))
             self._refresh(db, item.job_id)
         self._write(finish)
+
+    def rendered(self, item: Item, path: str) -> bool:
+        """The item's video is on disk at `path`: it is to be stored. False when the item was
+        past that already (another thread saw the file first, or it was canceled)."""
+        changed: dict = {}
+
+        def render_done(db: sqlite3.Connection) -> None:
+            changed["n"] = db.execute(
+                "UPDATE items SET status=?, output=?, rendered=?, stage='storing the video' "
+                "WHERE job_id=? AND idx=? AND status IN (?, ?)",
+                (STORING, path, time.time(), item.job_id, item.index, QUEUED, RUNNING)).rowcount
+            if changed["n"]:
+                self._refresh(db, item.job_id)
+        self._write(render_done)
+        return bool(changed["n"])
+
+    def stored(self, item: Item, object_key: str | None) -> None:
+        """The item's video is where its link points (`object_key` in the bucket; None: the
+        local file): it succeeded."""
+        def store_done(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE items SET status=?, object_key=?, finished=?, stage=NULL WHERE job_id=? AND idx=? "
+                       "AND status=?", (SUCCEEDED, object_key, time.time(), item.job_id, item.index, STORING))
+            self._refresh(db, item.job_id)
+        self._write(store_done)
+
+    def fail_storing(self, item: Item, error: str) -> None:
+        def give_up(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE items SET status=?, error=?, finished=?, stage=NULL WHERE job_id=? AND idx=? AND status=?",
+                       (FAILED, error, time.time(), item.job_id, item.index, STORING))
+            self._refresh(db, item.job_id)
+        self._write(give_up)
+
+    def storing_items(self) -> list[Item]:
+        rows = self._db().execute("SELECT job_id, idx FROM items WHERE status=? ORDER BY seq, idx", (STORING,)).fetchall()
+        return [job.items[row["idx"]] for row in rows if (job := self.job(row["job_id"])) is not None]
+
+    def archiving_jobs(self) -> list[Job]:
+        rows = self._db().execute("SELECT id FROM jobs WHERE archive_state=? ORDER BY seq", (ARCHIVE_PENDING,)).fetchall()
+        return [job for row in rows if (job := self.job(row["id"])) is not None]
+
+    def archive_done(self, job_id: str, object_key: str | None, error: str | None = None) -> None:
+        """The job's ZIP is stored (`object_key`; None: the local file), or `error` says why it
+        is not; either way the job can end."""
+        def done(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE jobs SET archive_state=?, archive_key=?, archive_error=? WHERE id=? AND archive_state=?",
+                       (ARCHIVE_FAILED if error else ARCHIVE_READY, object_key, error, job_id, ARCHIVE_PENDING))
+            self._refresh(db, job_id)
+        self._write(done)
 
     def requeue_interrupted(self) -> int:
         """Items left running by a crash or restart go back to the queue."""
@@ -280,26 +408,84 @@ class Store:
         self._write(requeue)
         return count["n"]
 
-    @staticmethod
-    def _refresh(db: sqlite3.Connection, job_id: str) -> None:
+    @classmethod
+    def _refresh(cls, db: sqlite3.Connection, job_id: str) -> None:
         statuses = [r[0] for r in db.execute("SELECT status FROM items WHERE job_id=?", (job_id,))]
-        canceled = db.execute("SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()
-        if not statuses or canceled is None:
+        job = db.execute("SELECT status, cancel_requested, zip, archive_state, callback_url FROM jobs WHERE id=?",
+                         (job_id,)).fetchone()
+        if not statuses or job is None:
             return
         if all(s in ITEM_DONE for s in statuses):
-            succeeded = statuses.count(SUCCEEDED)
-            if canceled[0] and CANCELED in statuses:
-                status = CANCELED
-            elif succeeded == len(statuses):
-                status = SUCCEEDED
-            elif succeeded == 0:
-                status = FAILED
-            else:
-                status = PARTIAL
+            status, succeeded = outcome(statuses, job["cancel_requested"]), statuses.count(SUCCEEDED)
+            if job["zip"] and succeeded and job["archive_state"] not in (ARCHIVE_READY, ARCHIVE_FAILED):
+                # The job ends when its ZIP is stored: its callback carries the ZIP's link.
+                db.execute("UPDATE jobs SET status=?, archive_state=? WHERE id=?", (RUNNING, ARCHIVE_PENDING, job_id))
+                return
             db.execute("UPDATE jobs SET status=?, finished=COALESCE(finished, ?) WHERE id=?", (status, time.time(), job_id))
+            if job["status"] not in JOB_DONE and job["callback_url"]:
+                cls._add_delivery(db, job_id, job["callback_url"], "job." + status)
         else:
             status = QUEUED if all(s == QUEUED for s in statuses) else RUNNING
             db.execute("UPDATE jobs SET status=?, finished=NULL WHERE id=?", (status, job_id))
+
+    # callbacks ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _add_delivery(db: sqlite3.Connection, job_id: str, url: str, event: str) -> None:
+        now = time.time()
+        seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM deliveries").fetchone()[0]
+        db.execute("INSERT INTO deliveries (id, job_id, url, event, status, created, next_attempt, seq) "
+                   "VALUES (?,?,?,?,?,?,?,?)", ("dlv_" + uuid.uuid4().hex, job_id, url, event, PENDING, now, now, seq))
+
+    def redeliver(self, job: Job) -> None:
+        """Send the finished job's callback again, as a new delivery (after any still pending)."""
+        self._write(lambda db: self._add_delivery(db, job.id, job.callback_url, "job." + job.status))
+
+    def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
+        """Deliveries whose attempt is due, oldest first, at most one per job and none behind an
+        earlier pending one of its job (callbacks arrive in order)."""
+        rows = self._db().execute(
+            "SELECT * FROM deliveries AS d WHERE status=? AND next_attempt<=? AND NOT EXISTS "
+            "(SELECT 1 FROM deliveries AS e WHERE e.job_id=d.job_id AND e.status=? AND e.seq<d.seq) "
+            "ORDER BY next_attempt LIMIT ?", (PENDING, now, PENDING, limit))
+        return [Delivery(**dict(row)) for row in rows]
+
+    def next_delivery_at(self) -> float | None:
+        return self._db().execute("SELECT MIN(next_attempt) FROM deliveries WHERE status=?", (PENDING,)).fetchone()[0]
+
+    def deliveries(self, job_id: str) -> list[Delivery]:
+        rows = self._db().execute("SELECT * FROM deliveries WHERE job_id=? ORDER BY seq", (job_id,))
+        return [Delivery(**dict(row)) for row in rows]
+
+    def set_delivery_body(self, delivery_id: str, body: str) -> None:
+        self._write(lambda db: db.execute("UPDATE deliveries SET body=? WHERE id=? AND body IS NULL", (body, delivery_id)))
+
+    def delivery_attempted(self, delivery_id: str, status: str, http_status: int | None, error: str | None,
+                           next_attempt: float | None) -> None:
+        """One attempt's outcome: `status` delivered, pending (again at `next_attempt`) or failed."""
+        now = time.time()
+        self._write(lambda db: db.execute(
+            "UPDATE deliveries SET status=?, attempts=attempts+1, last_attempt=?, last_status=?, last_error=?, "
+            "next_attempt=COALESCE(?, next_attempt), delivered=? WHERE id=?",
+            (status, now, http_status, error, next_attempt, now if status == DELIVERED else None, delivery_id)))
+
+    def signing_secret(self, tenant: str, rotate: bool = False) -> tuple[str, str | None, float | None]:
+        """(secret, previous secret, when it was rotated) of the tenant's callback signatures,
+        made on first use; `rotate` makes a new one (the old one becomes `previous`)."""
+        def get(db: sqlite3.Connection) -> None:
+            row = db.execute("SELECT secret FROM signing_secrets WHERE tenant=?", (tenant,)).fetchone()
+            if row is None:
+                db.execute("INSERT INTO signing_secrets (tenant, secret, created) VALUES (?, ?, ?)",
+                           (tenant, "whsec_" + secrets.token_urlsafe(32), time.time()))
+            elif rotate:
+                db.execute("UPDATE signing_secrets SET previous=secret, secret=?, rotated=? WHERE tenant=?",
+                           ("whsec_" + secrets.token_urlsafe(32), time.time(), tenant))
+        row = self._db().execute("SELECT secret, previous, rotated FROM signing_secrets WHERE tenant=?", (tenant,)).fetchone()
+        if row is None or rotate:
+            self._write(get)
+            row = self._db().execute("SELECT secret, previous, rotated FROM signing_secrets WHERE tenant=?",
+                                     (tenant,)).fetchone()
+        return row["secret"], row["previous"], row["rotated"]
 
     # templates --------------------------------------------------------------------------------
 

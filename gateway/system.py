@@ -10,6 +10,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from .auth import require
 from .problems import Problem
+from .storage import StorageError
 
 bp = Blueprint("system", __name__)
 OPENAPI = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "openapi.yaml")
@@ -44,6 +45,10 @@ def readyz():
     free_mb = shutil.disk_usage(settings.data_dir).free / 2**20
     if free_mb < settings.min_free_mb:
         raise Problem(503, f"low on disk space ({free_mb:.0f} MB free)")
+    try:
+        current_app.extensions["storage"].check()
+    except StorageError as exc:
+        raise Problem(503, str(exc))
     workers = current_app.extensions["workers"]
     if not any(t.is_alive() for t in workers.threads if t.name.startswith("worker-")) and settings.workers > 0:
         raise Problem(503, "no worker thread is running")

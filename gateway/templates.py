@@ -66,7 +66,8 @@ def document(template: Template) -> dict:
     return {"id": template.id, "name": template.name, "status": template.status, "reason": template.reason,
             "width": template.width, "height": template.height, "fps": template.fps, "duration": template.duration,
             "faces": template.faces, "created_at": template.created,
-            "thumbnail_url": links.link(links.THUMBNAIL, template.id) if template.thumbnail else None}
+            "thumbnail_url": current_app.extensions["links"].download(links.THUMBNAIL, template.id, base=request.host_url)
+            if template.thumbnail else None}
 
 
 @bp.post("/templates")

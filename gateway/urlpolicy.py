@@ -63,6 +63,10 @@ class RefusedURL(OutboundError):
     """A URL the policy does not allow."""
 
 
+class Unresolvable(RefusedURL):
+    """A host name that does not resolve (now: it may later)."""
+
+
 def shown(url: str) -> str:
     """A URL as quoted in messages (bounded: URLs can be long)."""
     return repr(url if len(url) <= 200 else url[:200] + "...")
@@ -214,10 +218,10 @@ class UrlPolicy:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:
             reason = getattr(exc, "strerror", None) or exc.__class__.__name__
-            raise RefusedURL(f"{shown(url)}: the host {host!r} does not resolve ({reason})") from None
+            raise Unresolvable(f"{shown(url)}: the host {host!r} does not resolve ({reason})") from None
         addresses = dict.fromkeys(ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos)
         if not addresses:
-            raise RefusedURL(f"{shown(url)}: the host {host!r} does not resolve")
+            raise Unresolvable(f"{shown(url)}: the host {host!r} does not resolve")
         return tuple(addresses)
 
     # connecting ---------------------------------------------------------------------------------

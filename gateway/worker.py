@@ -1,6 +1,8 @@
-"""Background rendering: worker threads take queued items from the store, fetch what they need
-and run the engine into the outputs directory; a watcher publishes finished files found there
-(ours, or an external engine's that writes into the same directory); periodic housekeeping."""
+"""Background work: worker threads take queued items from the store, fetch what they need and
+run the engine into the outputs directory; a watcher hands finished files found there (ours, or
+an external engine's that writes into the same directory) to the publisher; the publisher stores
+them, the deliverer sends callbacks, housekeeping runs periodically. One pool starts and stops
+all of these threads."""
 from __future__ import annotations
 
 import hashlib
@@ -19,7 +21,7 @@ from engine import EngineError
 from . import paths
 from .fetch import FetchLimits, fetch
 from .problems import fault_id
-from .store import CANCELED, FAILED, ITEM_DONE, QUEUED, RUNNING, SUCCEEDED, TEMPLATE_ID_PREFIX, Item, Job, Store
+from .store import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, TEMPLATE_ID_PREFIX, Item, Job, Store
 from .urlpolicy import OutboundError, UrlPolicy
 
 log = logging.getLogger("heygem.worker")
@@ -43,8 +45,9 @@ def engine_message(exc: EngineError, names: dict[str, str]) -> str:
 
 
 class WorkerPool:
-    def __init__(self, settings, store: Store, registry, policy: UrlPolicy, housekeeping):
+    def __init__(self, settings, store: Store, registry, policy: UrlPolicy, housekeeping, publisher, deliverer):
         self.settings, self.store, self.policy, self.housekeeping = settings, store, policy, housekeeping
+        self.publisher, self.deliverer = publisher, deliverer
         self.wake = threading.Event()
         self.stop = threading.Event()
         # A few jobs' analysed narrations, or why one could not be analysed (not tried again
@@ -52,10 +55,6 @@ class WorkerPool:
         self.audio: OrderedDict[str, engine.AudioTrack | EngineError] = OrderedDict()
         self.audio_lock = threading.Lock()
         self.threads: list[threading.Thread] = []
-        # Called with (job, item, path) once per finished video: where uploads to object storage
-        # and result callbacks plug in.
-        self.publishers: list = []
-        self.publish_lock = threading.Lock()
         self.item_seconds = Histogram("heygem_item_seconds", "Time to render one item", ["status"],
                                       buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600), registry=registry)
 
@@ -66,7 +65,9 @@ class WorkerPool:
         self.housekeeping.startup()
         loops = [(self._run, f"worker-{i}") for i in range(self.settings.workers)]
         loops += [(lambda: self._every(1.0, self.watch_once), "watcher"),
-                  (lambda: self._every(SWEEP_INTERVAL, self.housekeeping.sweep), "housekeeping")]
+                  (lambda: self._every(SWEEP_INTERVAL, self.housekeeping.sweep), "housekeeping"),
+                  (lambda: self.publisher.run(self.stop), "publisher"),
+                  (lambda: self.deliverer.run(self.stop), "deliverer")]
         for target, name in loops:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
@@ -74,7 +75,8 @@ class WorkerPool:
 
     def shutdown(self, timeout: float = 5.0) -> None:
         self.stop.set()
-        self.wake.set()
+        for event in (self.wake, self.publisher.wakeup, self.deliverer.wakeup):
+            event.set()
         for thread in self.threads:
             thread.join(timeout)
 
@@ -189,30 +191,21 @@ class WorkerPool:
             log.exception("item fault", extra={**fields, "status": FAILED, "error_id": error_id})
             store.finish_item(item, FAILED, error=f"internal error (error id {error_id}); it is logged")
             return FAILED
-        self.publish(job, item, output)
+        if store.rendered(item, output):
+            self.publisher.wake()
         return SUCCEEDED
 
-    def publish(self, job: Job, item: Item, path: str) -> None:
-        """A finished video: run the publishers, then mark the item succeeded (once)."""
-        with self.publish_lock:
-            current = self.store.job(job.id)
-            if current is None or current.items[item.index].status == SUCCEEDED:
-                return
-            for publisher in self.publishers:
-                publisher(job, item, path)
-            self.store.finish_item(item, SUCCEEDED, output=path)
-        log.info("item succeeded", extra={"event": "item", "job": job.id, "tenant": job.tenant,
-                                          "item": item.index, "status": SUCCEEDED})
-
     def watch_once(self) -> int:
-        """Publish finished outputs that appeared for unfinished items; how many."""
+        """Hand over finished outputs that appeared for unfinished items; how many."""
         found = 0
         for job in self.store.unfinished_jobs():
             for item in job.items:
-                path = paths.output(self.settings, job.tenant, job.id, item.index)
-                if item.status not in ITEM_DONE and os.path.isfile(path):
-                    self.publish(job, item, path)
-                    found += 1
+                if item.status in (QUEUED, RUNNING):
+                    path = paths.output(self.settings, job.tenant, job.id, item.index)
+                    if os.path.isfile(path) and self.store.rendered(item, path):
+                        found += 1
+        if found:
+            self.publisher.wake()
         return found
 
     def _every(self, seconds: float, task) -> None:

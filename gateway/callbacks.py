@@ -1,0 +1,172 @@
+"""Result callbacks: when a job ends, its outcome is POSTed as JSON to its `callback_url`.
+
+Deliveries are an outbox in the store, written by the transaction that ends the job. The
+deliverer sends them at least once, in order per job, signed the way webhook senders sign
+(Stripe's scheme):
+
+    X-Heygem-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>">
+
+with the tenant's signing secret (a second v1, with the previous secret, for a day after a
+rotation). Connection errors, timeouts, 5xx, 408 and 429 (honouring Retry-After) are retried with
+exponential backoff and jitter for HEYGEM_CALLBACK_RETRY_HOURS; any other answer stops. The body
+is made at the first attempt and sent unchanged by every retry (same delivery id); a redelivery
+is a new delivery with fresh links.
+
+The body's keys are flat: Dify's webhook trigger maps the top-level keys of a JSON body to
+workflow variables one by one."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from email.utils import parsedate_to_datetime
+
+from . import backoff
+from .store import DELIVERED, FAILED, PENDING, SUCCEEDED, Delivery, Job, Store
+from .urlpolicy import OutboundError, RefusedURL, Unresolvable, UrlPolicy, describe
+
+log = logging.getLogger("heygem.callbacks")
+SIGNATURE_HEADER, DELIVERY_HEADER, EVENT_HEADER = "X-Heygem-Signature", "X-Heygem-Delivery", "X-Heygem-Event"
+TOLERANCE_SECONDS = 300          # receivers should refuse signatures older than this (README)
+PREVIOUS_SECRET_SECONDS = 86400  # after a rotation, the old secret signs too for this long
+RETRIED_STATUSES = (408, 429)
+
+
+def signature(secret: str, timestamp: int, body: bytes) -> str:
+    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def signature_header(store: Store, tenant: str, timestamp: int, body: bytes) -> str:
+    secret, previous, rotated = store.signing_secret(tenant)
+    parts = [f"t={timestamp}", f"v1={signature(secret, timestamp, body)}"]
+    if previous and rotated and time.time() - rotated < PREVIOUS_SECRET_SECONDS:
+        parts.append(f"v1={signature(previous, timestamp, body)}")
+    return ",".join(parts)
+
+
+def summary(job: Job, video_urls: list[str], archive_url: str | None) -> str:
+    """A line or few a chat bot can post as it is."""
+    total, ready = len(job.items), len(video_urls)
+    if job.status == "canceled":
+        head = f"Canceled: {ready} of {total} videos were made"
+    else:
+        head = f"{ready} of {total} video{'s' if total != 1 else ''} ready"
+    lines = [head + (":" if video_urls or archive_url else ".")]
+    lines += video_urls
+    if archive_url:
+        lines.append(f"All in one ZIP: {archive_url}")
+    failed = [item for item in job.items if item.status != SUCCEEDED and item.error]
+    lines += [f"Video {item.index + 1} failed: {item.error}" for item in failed[:5]]
+    if len(failed) > 5:
+        lines.append(f"... and {len(failed) - 5} more failed")
+    return "\n".join(lines)
+
+
+def payload(job: Job, links, delivery: Delivery) -> dict:
+    items = [{"index": item.index, "template": item.template, "status": item.status, "error": item.error,
+              "url": links.video(job, item)} for item in job.items]
+    video_urls = [item["url"] for item in items if item["url"]]
+    archive_url = links.archive(job)
+    started, finished = job.started or job.created, job.finished or time.time()
+    return {
+        "event": delivery.event, "delivery_id": delivery.id, "job_id": job.id, "status": job.status,
+        "video_urls": video_urls, "archive_url": archive_url, "text": summary(job, video_urls, archive_url),
+        "videos_ready": len(video_urls), "videos_total": len(job.items), "items": items, "metadata": job.metadata,
+        "created_at": job.created, "started_at": job.started, "finished_at": job.finished,
+        "queued_seconds": round(started - job.created, 3), "total_seconds": round(finished - job.created, 3),
+    }
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks for (a number or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
+        return None
+
+
+class Deliverer:
+    def __init__(self, settings, store: Store, policy: UrlPolicy, links):
+        self.settings, self.store, self.policy, self.links = settings, store, policy, links
+        self.wakeup = threading.Event()
+        self.pool = ThreadPoolExecutor(max(1, settings.callback_concurrency), thread_name_prefix="callback")
+
+    def wake(self) -> None:
+        self.wakeup.set()
+
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                self.deliver_once()
+            except Exception:  # noqa: BLE001 - logged; the next round tries again
+                log.exception("delivery round failed")
+            due = self.store.next_delivery_at()
+            self.wakeup.wait(1.0 if due is None else min(1.0, max(0.05, due - time.time())))
+            self.wakeup.clear()
+        self.pool.shutdown(wait=False)
+
+    def deliver_once(self) -> int:
+        """Attempt every delivery that is due (in parallel across jobs); how many."""
+        due = self.store.due_deliveries(time.time(), 4 * self.settings.callback_concurrency)
+        list(self.pool.map(self._attempt, due))
+        return len(due)
+
+    def _attempt(self, delivery: Delivery) -> None:
+        job = self.store.job(delivery.job_id)
+        if job is None:
+            return
+        if delivery.body is None:
+            self.store.set_delivery_body(delivery.id, json.dumps(payload(job, self.links, delivery)))
+            delivery = next(d for d in self.store.deliveries(job.id) if d.id == delivery.id)
+        body = delivery.body.encode()
+        timestamp = int(time.time())
+        headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature_header(self.store, job.tenant, timestamp, body),
+                   DELIVERY_HEADER: delivery.id, EVENT_HEADER: delivery.event}
+        status, error, wait = None, None, None
+        try:
+            with self.policy.open("POST", delivery.url, headers=headers, body=body, timeout=self.settings.callback_timeout,
+                                  connect_timeout=self.settings.callback_timeout) as response:
+                status = response.status
+                response.read(1 << 16, decode_content=False)  # let the receiver finish its answer
+                wait = retry_after(response.headers.get("Retry-After"))
+        except Unresolvable as exc:  # DNS may come back
+            error = str(exc)
+        except RefusedURL as exc:  # the name now points inside: never sent
+            self._record(delivery, job, FAILED, None, str(exc), None)
+            return
+        except OutboundError as exc:
+            error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - urllib3 errors while reading the answer
+            error = f"the connection broke off ({describe(exc)})"
+        if status is not None and 200 <= status < 300:
+            self._record(delivery, job, DELIVERED, status, None, None)
+            return
+        if status is not None and status < 500 and status not in RETRIED_STATUSES:
+            reason = "redirects are not followed" if 300 <= status < 400 else "not retried"
+            self._record(delivery, job, FAILED, status, f"the receiver answered HTTP {status} ({reason})", None)
+            return
+        error = error or f"the receiver answered HTTP {status}"
+        attempts = delivery.attempts + 1
+        next_at = time.time() + max(wait or 0.0, backoff.delay(attempts, self.settings.callback_backoff_seconds,
+                                                                self.settings.callback_backoff_max_seconds))
+        if next_at - delivery.created > self.settings.callback_retry_hours * 3600:
+            self._record(delivery, job, FAILED, status, f"{error}; gave up after {attempts} attempts", None)
+        else:
+            self._record(delivery, job, PENDING, status, error, next_at)
+
+    def _record(self, delivery: Delivery, job: Job, outcome: str, status: int | None, error: str | None,
+                next_at: float | None) -> None:
+        self.store.delivery_attempted(delivery.id, outcome, status, error, next_at)
+        log.info("callback " + ("delivered" if outcome == DELIVERED else "failed" if outcome == FAILED else "will retry"),
+                 extra={"event": "callback", "job": job.id, "tenant": job.tenant, "delivery": delivery.id,
+                        "attempt": delivery.attempts + 1, "http_status": status, "error": error,
+                        "seconds_after_job": round(time.time() - (job.finished or time.time()), 3)})

@@ -1,0 +1,187 @@
+"""Results delivered where users read them: videos and ZIPs in an S3 bucket (a real S3 HTTP server,
+moto's, on 127.0.0.1: the same minio SDK code path a MinIO deployment uses) and signed callbacks
+from a durable outbox, received by a local HTTP receiver that checks signatures."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+import zipfile
+
+import pytest
+import requests
+
+from gateway.cli import main as heygem
+from gateway_support import CallbackReceiver, LiveServer, S3Server, make_settings
+
+
+def until(condition, timeout=90, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"{what} not reached in {timeout} s")
+
+
+def job_of(service, job_id):
+    return requests.get(f"{service.url}/api/v1/jobs/{job_id}", headers=service.headers()).json()
+
+
+def finished(service, job_id):
+    return until(lambda: (job := job_of(service, job_id))["status"] not in ("queued", "running") and job,
+                 what=f"job {job_id} finished")
+
+
+@pytest.fixture()
+def s3():
+    server = S3Server()
+    yield server
+    server.stop()
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEYGEM_CACHE_DIR", str(tmp_path / "cache"))
+
+
+def test_bucket_and_signed_callback_survive_refusals_and_a_restart(tmp_path, files, s3, cache):
+    receiver = CallbackReceiver([500, "drop"])
+    settings = make_settings(tmp_path, files, allowed_hosts=[files["allow"], receiver.allow], **s3.settings(),
+                             callback_backoff_seconds=1.5, callback_backoff_max_seconds=3)
+    service = LiveServer(settings)
+    try:
+        receiver.secret = requests.get(service.url + "/api/v1/callbacks/secret", headers=service.headers()).json()["secret"]
+        answer = requests.post(service.url + "/api/v1/jobs", headers=service.headers(), json={
+            "audio_url": files["speech"], "templates": [files["h264"], files["tall"]], "zip": True,
+            "callback_url": receiver.url, "metadata": {"conversation": "c-42"}})
+        assert answer.status_code == 202, answer.text
+        job_id = answer.json()["id"]
+        until(lambda: receiver.requests, what="the first callback attempt")
+        service.close()  # the service restarts between attempts
+        service = LiveServer(settings)
+        until(receiver.accepted, what="an accepted callback")
+        time.sleep(4)  # nothing more arrives
+        job = job_of(service, job_id)
+    finally:
+        service.close()
+        receiver.close()
+
+    assert [r["answer"] for r in receiver.requests] == [500, "drop", 200]
+    assert all(r["valid"] for r in receiver.requests)
+    delivery_ids = {r["headers"]["X-Heygem-Delivery"] for r in receiver.requests}
+    bodies = {r["body"] for r in receiver.requests}
+    assert len(delivery_ids) == 1 and len(bodies) == 1  # one delivery, sent unchanged
+    event = json.loads(receiver.requests[-1]["body"])
+    assert receiver.requests[-1]["headers"]["X-Heygem-Event"] == event["event"] == "job.succeeded"
+    assert event["job_id"] == job_id and event["status"] == "succeeded" and event["delivery_id"] in delivery_ids
+    assert event["metadata"] == {"conversation": "c-42"} and event["videos_ready"] == event["videos_total"] == 2
+    assert event["text"].startswith("2 of 2 videos ready:") and event["archive_url"] in event["text"]
+    assert [i["status"] for i in event["items"]] == ["succeeded", "succeeded"]
+    assert job["callback"]["status"] == "delivered" and job["callback"]["attempts"] == 3
+    assert job["video_urls"] and job["archive_url"]
+
+    # The links are the bucket's, and download real files with plain HTTP.
+    for url in event["video_urls"]:
+        assert url.startswith(s3.endpoint + "/videos/heygem/acme/" + job_id + "/output_00")
+        video = requests.get(url)
+        assert video.status_code == 200 and video.content[4:8] == b"ftyp"
+    archive = requests.get(event["archive_url"])
+    with zipfile.ZipFile(io.BytesIO(archive.content)) as bundle:
+        assert bundle.namelist() == ["output_001.mp4", "output_002.mp4", "manifest.json"]
+        assert json.loads(bundle.read("manifest.json"))["status"] == "succeeded"
+    client = s3.client()
+    objects = {o.object_name: o for o in client.list_objects("videos", "heygem/", recursive=True)}
+    prefix = f"heygem/acme/{job_id}/"
+    assert set(objects) == {prefix + "output_001.mp4", prefix + "output_002.mp4", prefix + job_id + ".zip"}
+    assert client.stat_object("videos", prefix + "output_001.mp4").content_type == "video/mp4"
+    assert client.stat_object("videos", prefix + job_id + ".zip").content_type == "application/zip"
+    assert not os.path.exists(os.path.join(settings.outputs_dir, "acme", job_id))  # confirmed, then removed
+
+    service = LiveServer(settings)  # deleting the job removes its objects
+    try:
+        assert requests.delete(f"{service.url}/api/v1/jobs/{job_id}", headers=service.headers()).status_code == 204
+        until(lambda: not list(client.list_objects("videos", prefix, recursive=True)), what="objects removed")
+    finally:
+        service.close()
+
+
+def test_an_item_waits_for_the_store_and_completes_when_it_is_back(tmp_path, files, s3, cache):
+    settings = make_settings(tmp_path, files, **s3.settings())
+    service = LiveServer(settings)
+    try:
+        assert requests.get(service.url + "/readyz").status_code == 200
+        s3.stop()
+        job_id = requests.post(service.url + "/api/v1/jobs", headers=service.headers(), json={
+            "audio_url": files["speech"], "templates": [files["h264"]]}).json()["id"]
+        storing = until(lambda: (job := job_of(service, job_id))["items"][0]["stage"] == "storing the video" and job,
+                        what="the item rendered and waiting for the store")
+        assert storing["status"] == "running" and storing["items"][0]["video_url"] is None
+        ready = requests.get(service.url + "/readyz")
+        assert ready.status_code == 503 and "unreachable" in ready.json()["detail"]
+        time.sleep(3)  # attempts fail meanwhile; the local file stays
+        assert os.path.isfile(os.path.join(settings.outputs_dir, "acme", job_id, "output_001.mp4"))
+        s3.start()  # back, empty: the bucket is made again
+        job = finished(service, job_id)
+        assert job["status"] == "succeeded"
+        video = requests.get(job["video_urls"][0])
+        assert video.status_code == 200 and video.content[4:8] == b"ftyp"
+        assert requests.get(service.url + "/readyz").status_code == 200
+    finally:
+        service.close()
+
+
+def test_retry_after_refusals_redelivery_and_a_rotated_secret(tmp_path, files, cache, monkeypatch):
+    receiver = CallbackReceiver([429, 404], retry_after=2)
+    settings = make_settings(tmp_path, files, allowed_hosts=[files["allow"], receiver.allow],
+                             callback_backoff_seconds=0.2)
+    service = LiveServer(settings)
+    try:
+        headers = service.headers()
+        refused = requests.post(service.url + "/api/v1/jobs", headers=headers, json={
+            "audio_url": files["speech"], "templates": [files["h264"]], "callback_url": "http://169.254.169.254/hook"})
+        assert refused.status_code == 400 and "callback_url" in refused.json()["detail"]
+        answer = requests.post(service.url + "/api/v1/jobs", headers=headers, json={
+            "audio_url": files["speech"], "templates": [files["h264"], files["noface"]], "callback_url": receiver.url})
+        job_id = answer.json()["id"]
+        running = requests.post(f"{service.url}/api/v1/jobs/{job_id}/callback/redeliver", headers=headers)
+        assert running.status_code == 409
+        job = until(lambda: (job := job_of(service, job_id))["callback"] and job["callback"]["status"] == "failed"
+                    and job, what="the delivery refused")
+        assert job["status"] == "partial"
+        assert "HTTP 404" in job["callback"]["last_error"] and job["callback"]["attempts"] == 2
+        first, second = receiver.requests
+        assert second["time"] - first["time"] >= 1.9  # Retry-After: 2, not the 0.2 s backoff
+        event = json.loads(first["body"])
+        assert event["event"] == "job.partial" and event["text"].startswith("1 of 2 videos ready:")
+        assert "no face" in event["text"] and event["items"][1]["url"] is None
+
+        # The operator rotates the tenant's secret: the old one still verifies for a day.
+        monkeypatch.setenv("HEYGEM_DATA_DIR", settings.data_dir)
+        monkeypatch.setenv("HEYGEM_JWT_SECRET", settings.jwt_secret)
+        old = requests.get(service.url + "/api/v1/callbacks/secret", headers=headers).json()["secret"]
+        assert heygem(["tenant", "secret", "acme", "--rotate"]) == 0
+        new = requests.get(service.url + "/api/v1/callbacks/secret", headers=headers).json()["secret"]
+        assert new != old
+        again = requests.post(f"{service.url}/api/v1/jobs/{job_id}/callback/redeliver", headers=headers)
+        assert again.status_code == 202
+        until(receiver.accepted, what="the redelivery")
+        redelivered = receiver.accepted()[0]
+        assert redelivered["headers"]["X-Heygem-Delivery"] != first["headers"]["X-Heygem-Delivery"]
+        assert len(redelivered["headers"]["X-Heygem-Signature"].split(",")) == 3  # t, v1 (new), v1 (old)
+        for secret in (old, new):
+            receiver.secret = secret
+            assert receiver.valid(redelivered["headers"], redelivered["body"])
+        receiver.secret = "whsec_wrong"
+        assert not receiver.valid(redelivered["headers"], redelivered["body"])
+        assert until(lambda: job_of(service, job_id)["callback"]["status"] == "delivered", what="delivered")
+        no_callback = requests.post(service.url + "/api/v1/jobs", headers=headers, json={
+            "audio_url": files["speech"], "templates": [files["h264"]], "wait_seconds": 55}).json()
+        assert no_callback["callback"] is None
+        assert requests.post(f"{service.url}/api/v1/jobs/{no_callback['id']}/callback/redeliver",
+                             headers=headers).status_code == 400
+    finally:
+        service.close()
+        receiver.close()
