@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -18,6 +17,8 @@ from urllib.parse import urlsplit
 import requests
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests"))  # the test helpers: free ports, an S3 server, a callback receiver
+from gateway_support import free_port  # noqa: E402
 HEYGEM = os.path.join(os.path.dirname(sys.executable), "heygem")
 
 
@@ -46,12 +47,6 @@ def make_media(folder: str) -> dict[str, str]:
 def allowed(base_url: str) -> str:
     """The HEYGEM_ALLOWED_HOSTS entry (host:port) of a local file server."""
     return urlsplit(base_url).netloc
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 class Gateway:

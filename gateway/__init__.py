@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None, start_workers: bool = True) -> 
     links = Links(settings, storage)
     publisher = Publisher(settings, store, storage)
     deliverer = Deliverer(settings, store, policy, links)
+    store.on_delivery = deliverer.wake  # a job ended: its callback goes out now, not at the next poll
     housekeeping = Housekeeping(settings, store, storage, publisher)
     workers = WorkerPool(settings, store, registry, policy, housekeeping, publisher, deliverer)
     app.extensions.update(store=store, registry=registry, workers=workers, urlpolicy=policy, storage=storage,

@@ -67,18 +67,25 @@ def summary(job: Job, video_urls: list[str], archive_url: str | None) -> str:
 
 
 def payload(job: Job, links, delivery: Delivery) -> dict:
+    """The body. No top-level value is null: Dify's webhook trigger checks each declared
+    variable's type (a string variable refuses null), so `archive_url` is "" when there is none,
+    `metadata` {} and `started_at` is left out for a job that never started."""
     items = [{"index": item.index, "template": item.template, "status": item.status, "error": item.error,
               "url": links.video(job, item)} for item in job.items]
     video_urls = [item["url"] for item in items if item["url"]]
     archive_url = links.archive(job)
-    started, finished = job.started or job.created, job.finished or time.time()
-    return {
+    finished = job.finished or time.time()
+    body = {
         "event": delivery.event, "delivery_id": delivery.id, "job_id": job.id, "status": job.status,
-        "video_urls": video_urls, "archive_url": archive_url, "text": summary(job, video_urls, archive_url),
-        "videos_ready": len(video_urls), "videos_total": len(job.items), "items": items, "metadata": job.metadata,
-        "created_at": job.created, "started_at": job.started, "finished_at": job.finished,
-        "queued_seconds": round(started - job.created, 3), "total_seconds": round(finished - job.created, 3),
+        "video_urls": video_urls, "archive_url": archive_url or "", "text": summary(job, video_urls, archive_url),
+        "videos_ready": len(video_urls), "videos_total": len(job.items), "items": items,
+        "metadata": job.metadata or {}, "created_at": job.created, "finished_at": finished,
+        "queued_seconds": round((job.started or finished) - job.created, 3),
+        "total_seconds": round(finished - job.created, 3),
     }
+    if job.started:
+        body["started_at"] = job.started
+    return body
 
 
 def retry_after(value: str | None) -> float | None:

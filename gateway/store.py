@@ -177,6 +177,7 @@ class Store:
         self.path = path
         self.local = threading.local()
         self.write_lock = threading.Lock()  # one writer at a time: no SQLITE_BUSY retries
+        self.on_delivery = None  # called after a commit that queued a callback delivery
         db = self._db()
         db.execute("PRAGMA journal_mode=WAL")
         with self.write_lock:
@@ -202,12 +203,15 @@ class Store:
         with self.write_lock:
             db = self._db()
             db.execute("BEGIN IMMEDIATE")
+            self.local.queued_delivery = False
             try:
                 statements(db)
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+        if self.local.queued_delivery and self.on_delivery:
+            self.on_delivery()
 
     # jobs -------------------------------------------------------------------------------------
 
@@ -408,8 +412,7 @@ class Store:
         self._write(requeue)
         return count["n"]
 
-    @classmethod
-    def _refresh(cls, db: sqlite3.Connection, job_id: str) -> None:
+    def _refresh(self, db: sqlite3.Connection, job_id: str) -> None:
         statuses = [r[0] for r in db.execute("SELECT status FROM items WHERE job_id=?", (job_id,))]
         job = db.execute("SELECT status, cancel_requested, zip, archive_state, callback_url FROM jobs WHERE id=?",
                          (job_id,)).fetchone()
@@ -423,15 +426,15 @@ class Store:
                 return
             db.execute("UPDATE jobs SET status=?, finished=COALESCE(finished, ?) WHERE id=?", (status, time.time(), job_id))
             if job["status"] not in JOB_DONE and job["callback_url"]:
-                cls._add_delivery(db, job_id, job["callback_url"], "job." + status)
+                self._add_delivery(db, job_id, job["callback_url"], "job." + status)
         else:
             status = QUEUED if all(s == QUEUED for s in statuses) else RUNNING
             db.execute("UPDATE jobs SET status=?, finished=NULL WHERE id=?", (status, job_id))
 
     # callbacks ------------------------------------------------------------------------------------
 
-    @staticmethod
-    def _add_delivery(db: sqlite3.Connection, job_id: str, url: str, event: str) -> None:
+    def _add_delivery(self, db: sqlite3.Connection, job_id: str, url: str, event: str) -> None:
+        self.local.queued_delivery = True
         now = time.time()
         seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM deliveries").fetchone()[0]
         db.execute("INSERT INTO deliveries (id, job_id, url, event, status, created, next_attempt, seq) "

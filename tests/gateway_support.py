@@ -114,8 +114,8 @@ class S3Server:
         self.process.wait(10)
 
     def settings(self, **overrides) -> dict:
-        return dict(storage="s3", s3_endpoint=self.endpoint, s3_access_key=self.ACCESS_KEY,
-                    s3_secret_key=self.SECRET_KEY, s3_bucket="videos", storage_backoff_max_seconds=0.5, **overrides)
+        return {"storage": "s3", "s3_endpoint": self.endpoint, "s3_access_key": self.ACCESS_KEY,
+                "s3_secret_key": self.SECRET_KEY, "s3_bucket": "videos", "storage_backoff_max_seconds": 0.5, **overrides}
 
     def client(self):
         from minio import Minio

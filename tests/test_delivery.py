@@ -157,6 +157,8 @@ def test_retry_after_refusals_redelivery_and_a_rotated_secret(tmp_path, files, c
         event = json.loads(first["body"])
         assert event["event"] == "job.partial" and event["text"].startswith("1 of 2 videos ready:")
         assert "no face" in event["text"] and event["items"][1]["url"] is None
+        # Nothing top-level is null: Dify's webhook trigger refuses null for a typed variable.
+        assert None not in event.values() and event["archive_url"] == "" and event["metadata"] == {}
 
         # The operator rotates the tenant's secret: the old one still verifies for a day.
         monkeypatch.setenv("HEYGEM_DATA_DIR", settings.data_dir)
