@@ -9,8 +9,8 @@ deliverer sends them at least once, in order per job, signed the way webhook sen
 with the tenant's signing secret (a second v1, with the previous secret, for a day after a
 rotation). Connection errors, timeouts, 5xx, 408 and 429 (honouring Retry-After) are retried with
 exponential backoff and jitter for HEYGEM_CALLBACK_RETRY_HOURS; any other answer stops. The body
-is made at the first attempt and sent unchanged by every retry (same delivery id); a redelivery
-is a new delivery with fresh links.
+is made again at every attempt (fresh links, the same delivery id); a redelivery is a new
+delivery.
 
 The body's keys are flat: Dify's webhook trigger maps the top-level keys of a JSON body to
 workflow variables one by one."""
@@ -26,8 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 from email.utils import parsedate_to_datetime
 
 from . import backoff
+from .problems import fault_id
 from .store import DELIVERED, FAILED, PENDING, SUCCEEDED, Delivery, Job, Store
-from .urlpolicy import OutboundError, RefusedURL, Unresolvable, UrlPolicy, describe
+from .urlpolicy import OutboundError, RefusedURL, Unresolvable, UrlPolicy
 
 log = logging.getLogger("heygem.callbacks")
 SIGNATURE_HEADER, DELIVERY_HEADER, EVENT_HEADER = "X-Heygem-Signature", "X-Heygem-Delivery", "X-Heygem-Event"
@@ -102,10 +103,18 @@ def retry_after(value: str | None) -> float | None:
 
 
 class Deliverer:
+    """Sends due deliveries from a thread pool: at most HEYGEM_CALLBACK_CONCURRENCY at once and
+    one per tenant, so a receiver that stalls holds back only its own tenant's callbacks; every
+    attempt ends within HEYGEM_CALLBACK_TIMEOUT, however slowly the receiver answers."""
+
     def __init__(self, settings, store: Store, policy: UrlPolicy, links):
         self.settings, self.store, self.policy, self.links = settings, store, policy, links
         self.wakeup = threading.Event()
-        self.pool = ThreadPoolExecutor(max(1, settings.callback_concurrency), thread_name_prefix="callback")
+        self.concurrency = max(1, settings.callback_concurrency)
+        self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="callback")
+        self.lock = threading.Lock()
+        self.in_flight: set[str] = set()   # delivery ids
+        self.busy: set[str] = set()        # tenants with an attempt in flight
 
     def wake(self) -> None:
         self.wakeup.set()
@@ -113,38 +122,58 @@ class Deliverer:
     def run(self, stop: threading.Event) -> None:
         while not stop.is_set():
             try:
-                self.deliver_once()
+                self.dispatch()
             except Exception:  # noqa: BLE001 - logged; the next round tries again
                 log.exception("delivery round failed")
             due = self.store.next_delivery_at()
-            self.wakeup.wait(1.0 if due is None else min(1.0, max(0.05, due - time.time())))
+            # Due already: it is in flight or waits for its tenant's; a finished attempt wakes us.
+            wait = 1.0 if due is None or due <= time.time() else min(1.0, due - time.time())
+            self.wakeup.wait(wait)
             self.wakeup.clear()
-        self.pool.shutdown(wait=False)
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
-    def deliver_once(self) -> int:
-        """Attempt every delivery that is due (in parallel across jobs); how many."""
-        due = self.store.due_deliveries(time.time(), 4 * self.settings.callback_concurrency)
-        list(self.pool.map(self._attempt, due))
-        return len(due)
+    def dispatch(self) -> int:
+        """Start an attempt for each due delivery there is room for; how many."""
+        started = 0
+        for delivery in self.store.due_deliveries(time.time(), 16 * self.concurrency):
+            with self.lock:
+                if (delivery.id in self.in_flight or delivery.tenant in self.busy
+                        or len(self.in_flight) >= self.concurrency):
+                    continue
+                self.in_flight.add(delivery.id)
+                self.busy.add(delivery.tenant)
+            self.pool.submit(self._attempt_guarded, delivery)
+            started += 1
+        return started
+
+    def _attempt_guarded(self, delivery: Delivery) -> None:
+        try:
+            self._attempt(delivery)
+        except Exception:  # noqa: BLE001 - a fault: logged, and the delivery tried again later
+            error_id = fault_id()
+            log.exception("callback fault", extra={"event": "callback", "delivery": delivery.id, "error_id": error_id})
+            self._retry_later(delivery, None, f"internal error (error id {error_id})", None)
+        finally:
+            with self.lock:
+                self.in_flight.discard(delivery.id)
+                self.busy.discard(delivery.tenant)
+            self.wake()
 
     def _attempt(self, delivery: Delivery) -> None:
         job = self.store.job(delivery.job_id)
-        if job is None:
+        if job is None:  # deleted meanwhile: its deliveries went with it
             return
-        if delivery.body is None:
-            self.store.set_delivery_body(delivery.id, json.dumps(payload(job, self.links, delivery)))
-            delivery = next(d for d in self.store.deliveries(job.id) if d.id == delivery.id)
-        body = delivery.body.encode()
+        # Made at every attempt: the links in it are fresh, whenever the receiver comes back.
+        body = json.dumps(payload(job, self.links, delivery)).encode()
         timestamp = int(time.time())
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: signature_header(self.store, job.tenant, timestamp, body),
                    DELIVERY_HEADER: delivery.id, EVENT_HEADER: delivery.event}
+        seconds = self.settings.callback_timeout
         status, error, wait = None, None, None
         try:
-            with self.policy.open("POST", delivery.url, headers=headers, body=body, timeout=self.settings.callback_timeout,
-                                  connect_timeout=self.settings.callback_timeout) as response:
-                status = response.status
-                response.read(1 << 16, decode_content=False)  # let the receiver finish its answer
-                wait = retry_after(response.headers.get("Retry-After"))
+            with self.policy.open("POST", delivery.url, headers=headers, body=body, timeout=seconds,
+                                  connect_timeout=seconds, deadline=seconds) as response:
+                status, wait = response.status, retry_after(response.headers.get("Retry-After"))
         except Unresolvable as exc:  # DNS may come back
             error = str(exc)
         except RefusedURL as exc:  # the name now points inside: never sent
@@ -152,16 +181,16 @@ class Deliverer:
             return
         except OutboundError as exc:
             error = str(exc)
-        except Exception as exc:  # noqa: BLE001 - urllib3 errors while reading the answer
-            error = f"the connection broke off ({describe(exc)})"
         if status is not None and 200 <= status < 300:
             self._record(delivery, job, DELIVERED, status, None, None)
-            return
-        if status is not None and status < 500 and status not in RETRIED_STATUSES:
+        elif status is not None and status < 500 and status not in RETRIED_STATUSES:
             reason = "redirects are not followed" if 300 <= status < 400 else "not retried"
             self._record(delivery, job, FAILED, status, f"the receiver answered HTTP {status} ({reason})", None)
-            return
-        error = error or f"the receiver answered HTTP {status}"
+        else:
+            self._retry_later(delivery, status, error or f"the receiver answered HTTP {status}", wait, job)
+
+    def _retry_later(self, delivery: Delivery, status: int | None, error: str, wait: float | None,
+                     job: Job | None = None) -> None:
         attempts = delivery.attempts + 1
         next_at = time.time() + max(wait or 0.0, backoff.delay(attempts, self.settings.callback_backoff_seconds,
                                                                 self.settings.callback_backoff_max_seconds))
@@ -170,10 +199,12 @@ class Deliverer:
         else:
             self._record(delivery, job, PENDING, status, error, next_at)
 
-    def _record(self, delivery: Delivery, job: Job, outcome: str, status: int | None, error: str | None,
+    def _record(self, delivery: Delivery, job: Job | None, outcome: str, status: int | None, error: str | None,
                 next_at: float | None) -> None:
         self.store.delivery_attempted(delivery.id, outcome, status, error, next_at)
+        fields = {"event": "callback", "job": delivery.job_id, "tenant": delivery.tenant, "delivery": delivery.id,
+                  "attempt": delivery.attempts + 1, "http_status": status, "error": error}
+        if job is not None and job.finished:
+            fields["seconds_after_job"] = round(time.time() - job.finished, 3)
         log.info("callback " + ("delivered" if outcome == DELIVERED else "failed" if outcome == FAILED else "will retry"),
-                 extra={"event": "callback", "job": job.id, "tenant": job.tenant, "delivery": delivery.id,
-                        "attempt": delivery.attempts + 1, "http_status": status, "error": error,
-                        "seconds_after_job": round(time.time() - (job.finished or time.time()), 3)})
+                 extra=fields)

@@ -7,11 +7,11 @@ import os
 from flask import Blueprint, Response, current_app, redirect, request, send_file
 
 from . import links, paths
-from .archives import Gone, Unfinished, archive
+from .archives import Gone, archive
 from .auth import require
 from .jobs import _own_job
 from .problems import Problem
-from .store import SUCCEEDED, Job
+from .store import JOB_DONE, SUCCEEDED, Job
 
 bp = Blueprint("downloads", __name__)
 
@@ -44,12 +44,12 @@ def _send(path: str, mimetype: str, download_name: str | None = None) -> Respons
 
 
 def _archive(job: Job) -> Response:
+    if job.status not in JOB_DONE:
+        raise Problem(409, "the job is still running; its ZIP is made when it finishes")
     if job.archive_key:  # in the bucket
         return redirect(current_app.extensions["links"].archive(job), 302)
     try:
         path = archive(current_app.config["SETTINGS"], job)
-    except Unfinished:
-        raise Problem(409, "the job is still running; its ZIP is made when it finishes")
     except Gone:
         raise Problem(404, "the job has been deleted")
     return _send(path, "application/zip", f"heygem-{job.id}.zip")

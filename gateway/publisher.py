@@ -7,6 +7,7 @@ the store has confirmed the object (HEYGEM_S3_KEEP_LOCAL keeps it). The durable 
 store's (`storing` items, `pending` ZIPs, object removals): after a restart, the work resumes."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -25,9 +26,10 @@ class Publisher:
     def __init__(self, settings, store: Store, storage):
         self.settings, self.store, self.storage = settings, store, storage
         self.wakeup = threading.Event()
-        # What failed and when to try it again: {what: (failures, next attempt, first failure)}.
-        # In memory: after a restart everything pending is tried at once.
-        self.failures: dict[tuple, tuple[int, float, float]] = {}
+        # What failed and when to try it again: {what: (failures, next attempt)}. In memory:
+        # after a restart everything pending is tried at once; the give-up window is measured
+        # from durable times (when the video was rendered, when the job's last item ended).
+        self.failures: dict[tuple, tuple[int, float]] = {}
 
     def wake(self) -> None:
         self.wakeup.set()
@@ -42,12 +44,14 @@ class Publisher:
             self.wakeup.clear()
 
     def publish_once(self) -> None:
-        for item in self.store.storing_items():
-            self._video(item)
-        for job in self.store.archiving_jobs():
-            self._archive(job)
-        for tenant, job_id in self.store.object_removals():
-            self._remove(tenant, job_id)
+        steps = [(self._video, item) for item in self.store.storing_items()]
+        steps += [(self._archive, job) for job in self.store.archiving_jobs()]
+        steps += [(self._remove, removal) for removal in self.store.object_removals()]
+        for step, subject in steps:
+            try:
+                step(subject)
+            except Exception:  # noqa: BLE001 - one bad step does not hold back the others
+                log.exception("publish step failed", extra={"event": "storage", "step": step.__name__})
 
     # steps --------------------------------------------------------------------------------------
 
@@ -57,17 +61,24 @@ class Publisher:
         if job is None or not self._due(what):
             return
         path = paths.output(self.settings, job.tenant, job.id, item.index)
+        if not os.path.isfile(path):  # nothing to retry
+            self.store.fail_storing(item, "the rendered video is gone from the server's disk; submit the job again")
+            return
         key = self.storage.key(job.tenant, job.id, os.path.basename(path))
         try:
             self.storage.put(key, path, VIDEO_TYPE)
         except (StorageError, OSError) as exc:
-            if self._failed(what, exc, job):
-                self.store.fail_storing(item, f"the video could not be stored: {exc}")
+            if self._failed(what, exc, job, since=item.rendered):
+                self.store.fail_storing(item, "the video could not be put in object storage (the reason is in the "
+                                              "service's log); submit the job again")
             return
         self.failures.pop(what, None)
         self.store.stored(item, key)
+        if self._deleted_meanwhile(job):
+            return
         if self.storage.remote and not self.settings.s3_keep_local and not job.zip:
-            os.remove(path)  # confirmed in the bucket (a job with zip keeps it for its ZIP)
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)  # confirmed in the bucket (a job with zip keeps it for its ZIP)
         log.info("item succeeded", extra={"event": "item", "job": job.id, "tenant": job.tenant, "item": item.index,
                                           "status": "succeeded", "object": key,
                                           "store_seconds": round(time.time() - (item.rendered or time.time()), 3)})
@@ -83,26 +94,39 @@ class Publisher:
         except Gone:
             return
         except (StorageError, OSError) as exc:
-            if self._failed(what, exc, job):
-                self.store.archive_done(job.id, None, f"the ZIP could not be stored: {exc}")
+            if self._failed(what, exc, job, since=max((item.finished or 0) for item in job.items)):
+                self.store.archive_done(job.id, None, "the ZIP could not be put in object storage (the reason is in "
+                                                      "the service's log); the videos' links work")
             return
         self.failures.pop(what, None)
         self.store.archive_done(job.id, key)
+        if self._deleted_meanwhile(job):
+            return
         if self.storage.remote and not self.settings.s3_keep_local:
             shutil.rmtree(paths.job_outputs(self.settings, job.tenant, job.id), ignore_errors=True)
         log.info("archive stored", extra={"event": "archive", "job": job.id, "tenant": job.tenant, "object": key})
 
-    def _remove(self, tenant: str, job_id: str) -> None:
+    def _remove(self, removal: tuple[str, str]) -> None:
+        tenant, job_id = removal
         what = ("remove", tenant, job_id)
         if not self._due(what):
             return
         try:
             self.storage.remove_job(tenant, job_id)
         except StorageError as exc:
-            self._failed(what, exc, None)  # a deleted job's objects: tried until they are gone
+            self._failed(what, exc, None, since=None)  # a deleted job's objects: tried until they are gone
             return
         self.failures.pop(what, None)
         self.store.object_removed(tenant, job_id)
+
+    def _deleted_meanwhile(self, job: Job) -> bool:
+        """A job deleted while its upload ran: what was just uploaded is removed too."""
+        if self.store.job(job.id) is not None:
+            return False
+        if self.storage.remote:
+            self.store.remember_object_removal(job.tenant, job.id)
+            self.wake()
+        return True
 
     # retries ------------------------------------------------------------------------------------
 
@@ -110,13 +134,13 @@ class Publisher:
         failure = self.failures.get(what)
         return failure is None or time.monotonic() >= failure[1]
 
-    def _failed(self, what: tuple, exc: Exception, job: Job | None) -> bool:
-        """Count a failure and schedule the next attempt; True when it is time to give up."""
-        count, _, first = self.failures.get(what, (0, 0.0, time.monotonic()))
-        count += 1
-        give_up = job is not None and time.monotonic() - first >= self.settings.storage_retry_hours * 3600
+    def _failed(self, what: tuple, exc: Exception, job: Job | None, since: float | None) -> bool:
+        """Count a failure and schedule the next attempt; True when it is time to give up (the
+        work has failed since `since` for longer than the retry window)."""
+        count = self.failures.get(what, (0, 0.0))[0] + 1
+        give_up = since is not None and time.time() - since >= self.settings.storage_retry_hours * 3600
         wait = backoff.delay(count, 2.0, self.settings.storage_backoff_max_seconds)
-        self.failures[what] = (count, time.monotonic() + wait, first)
+        self.failures[what] = (count, time.monotonic() + wait)
         fields = {"event": "storage", "what": "/".join(map(str, what)), "attempt": count, "error": str(exc)}
         if job is not None:
             fields.update(job=job.id, tenant=job.tenant)

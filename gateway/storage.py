@@ -7,8 +7,10 @@ and is not added to the allow-list that user-supplied URLs are checked against (
 otherwise read from the company's object store through the service)."""
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from datetime import timedelta
 from urllib.parse import quote, urlsplit
 
@@ -18,6 +20,7 @@ from minio import Minio
 from minio.deleteobjects import DeleteObject
 from minio.error import MinioException, S3Error
 
+log = logging.getLogger("heygem.storage")
 VIDEO_TYPE, ZIP_TYPE = "video/mp4", "application/zip"
 
 
@@ -84,6 +87,13 @@ class S3Storage:
         credentials = dict(access_key=settings.s3_access_key, secret_key=settings.s3_secret_key,
                            region=settings.s3_region)
         self.client = Minio(endpoint, secure=secure, http_client=http, **credentials)
+        # /readyz asks with a client that gives up within seconds, at most once a second, one
+        # probe at a time: probes cannot pile up on a store that accepts and never answers.
+        probe = urllib3.PoolManager(timeout=urllib3.Timeout(connect=2, read=3), retries=False, maxsize=1,
+                                    cert_reqs="CERT_REQUIRED", ca_certs=settings.s3_ca_bundle or certifi.where())
+        self.prober = Minio(endpoint, secure=secure, http_client=probe, **credentials)
+        self.probe_lock = threading.Lock()
+        self.health: tuple[float, str | None] = (0.0, None)  # (when asked, what went wrong)
         # Presigned links carry the host users reach the store by, which may not be the one the
         # service uses (minio:9000 inside, files.example.com outside). Signing is local: with the
         # region set, no request is made.
@@ -147,12 +157,23 @@ class S3Storage:
             raise StorageError(f"could not remove {errors[0].name}: {errors[0].code}")
 
     def check(self) -> None:
-        """StorageError unless the bucket can be reached (created when missing)."""
-        try:
-            self.bucket_ready.clear()
-            self._ensure_bucket()
-        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
-            raise StorageError(f"object storage at {self.endpoint} is unreachable: {_describe(exc)}") from exc
+        """StorageError unless the store answered lately. The message names no host: /readyz
+        is public; the log has the details."""
+        if self.probe_lock.acquire(blocking=False):
+            try:
+                if time.monotonic() - self.health[0] >= 1.0:
+                    error = None
+                    try:
+                        self.prober.bucket_exists(self.bucket)
+                    except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+                        error = _describe(exc)
+                        log.warning("object storage unreachable", extra={"event": "storage", "error": error,
+                                                                         "endpoint": self.endpoint})
+                    self.health = (time.monotonic(), error)
+            finally:
+                self.probe_lock.release()
+        if self.health[1] is not None:
+            raise StorageError("object storage is unreachable")
 
 
 def from_settings(settings):

@@ -72,7 +72,7 @@ MIGRATIONS = [
        ALTER TABLE jobs ADD COLUMN archive_error TEXT;
        CREATE TABLE deliveries (
            id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-           url TEXT NOT NULL, event TEXT NOT NULL, body TEXT, status TEXT NOT NULL,
+           url TEXT NOT NULL, event TEXT NOT NULL, status TEXT NOT NULL,
            attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, next_attempt REAL NOT NULL,
            last_attempt REAL, last_status INTEGER, last_error TEXT, delivered REAL, seq INTEGER NOT NULL);
        CREATE INDEX deliveries_due ON deliveries (status, next_attempt);
@@ -156,7 +156,6 @@ class Delivery:
     job_id: str
     url: str
     event: str
-    body: str | None            # made at the first attempt, then sent as it is every time
     status: str                 # pending | delivered | failed
     attempts: int
     created: float
@@ -166,6 +165,7 @@ class Delivery:
     last_error: str | None
     delivered: float | None
     seq: int
+    tenant: str
 
 
 class Conflict(Exception):
@@ -310,6 +310,10 @@ class Store:
         """(tenant, job id) of deleted jobs whose objects are still to be removed."""
         return [(r[0], r[1]) for r in self._db().execute("SELECT tenant, job_id FROM object_removals ORDER BY created")]
 
+    def remember_object_removal(self, tenant: str, job_id: str) -> None:
+        self._write(lambda db: db.execute("INSERT OR IGNORE INTO object_removals VALUES (?, ?, ?)",
+                                          (tenant, job_id, time.time())))
+
     def object_removed(self, tenant: str, job_id: str) -> None:
         self._write(lambda db: db.execute("DELETE FROM object_removals WHERE tenant=? AND job_id=?", (tenant, job_id)))
 
@@ -341,14 +345,14 @@ class Store:
         return job.items[claimed["idx"]] if job else None
 
     def progress(self, item: Item, stage: str, done: int = 0, total: int = 0) -> None:
-        self._write(lambda db: db.execute("UPDATE items SET stage=?, frames_done=?, frames_total=? WHERE job_id=? AND idx=?",
-                                          (stage, done, total, item.job_id, item.index)))
+        self._write(lambda db: db.execute("UPDATE items SET stage=?, frames_done=?, frames_total=? WHERE job_id=? AND idx=? "
+                                          "AND status=?", (stage, done, total, item.job_id, item.index, RUNNING)))
 
     def finish_item(self, item: Item, status: str, error: str | None = None) -> None:
-        """A failed or canceled item."""
+        """A running item failed or was canceled (one that moved on meanwhile is left alone)."""
         def finish(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE items SET status=?, error=?, finished=?, stage=NULL WHERE job_id=? AND idx=?",
-                       (status, error, time.time(), item.job_id, item.index))
+            db.execute("UPDATE items SET status=?, error=?, finished=?, stage=NULL WHERE job_id=? AND idx=? AND status=?",
+                       (status, error, time.time(), item.job_id, item.index, RUNNING))
             self._refresh(db, item.job_id)
         self._write(finish)
 
@@ -444,24 +448,24 @@ class Store:
         """Send the finished job's callback again, as a new delivery (after any still pending)."""
         self._write(lambda db: self._add_delivery(db, job.id, job.callback_url, "job." + job.status))
 
+    # A pending delivery behind an earlier pending one of its job waits for it (in order per job).
+    _READY = ("FROM deliveries AS d JOIN jobs ON jobs.id = d.job_id WHERE d.status=? AND NOT EXISTS "
+              "(SELECT 1 FROM deliveries AS e WHERE e.job_id=d.job_id AND e.status=? AND e.seq<d.seq)")
+
     def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
-        """Deliveries whose attempt is due, oldest first, at most one per job and none behind an
-        earlier pending one of its job (callbacks arrive in order)."""
-        rows = self._db().execute(
-            "SELECT * FROM deliveries AS d WHERE status=? AND next_attempt<=? AND NOT EXISTS "
-            "(SELECT 1 FROM deliveries AS e WHERE e.job_id=d.job_id AND e.status=? AND e.seq<d.seq) "
-            "ORDER BY next_attempt LIMIT ?", (PENDING, now, PENDING, limit))
+        """Deliveries whose attempt is due, oldest first, none behind an earlier pending one of
+        its job (callbacks arrive in order)."""
+        rows = self._db().execute(f"SELECT d.*, jobs.tenant AS tenant {self._READY} AND d.next_attempt<=? "
+                                  "ORDER BY d.next_attempt LIMIT ?", (PENDING, PENDING, now, limit))
         return [Delivery(**dict(row)) for row in rows]
 
     def next_delivery_at(self) -> float | None:
-        return self._db().execute("SELECT MIN(next_attempt) FROM deliveries WHERE status=?", (PENDING,)).fetchone()[0]
+        return self._db().execute(f"SELECT MIN(d.next_attempt) {self._READY}", (PENDING, PENDING)).fetchone()[0]
 
     def deliveries(self, job_id: str) -> list[Delivery]:
-        rows = self._db().execute("SELECT * FROM deliveries WHERE job_id=? ORDER BY seq", (job_id,))
+        rows = self._db().execute("SELECT d.*, jobs.tenant AS tenant FROM deliveries AS d JOIN jobs ON jobs.id = d.job_id "
+                                  "WHERE d.job_id=? ORDER BY d.seq", (job_id,))
         return [Delivery(**dict(row)) for row in rows]
-
-    def set_delivery_body(self, delivery_id: str, body: str) -> None:
-        self._write(lambda db: db.execute("UPDATE deliveries SET body=? WHERE id=? AND body IS NULL", (body, delivery_id)))
 
     def delivery_attempted(self, delivery_id: str, status: str, http_status: int | None, error: str | None,
                            next_attempt: float | None) -> None:

@@ -17,6 +17,7 @@ import contextlib
 import ipaddress
 import re
 import socket
+import threading
 from dataclasses import dataclass
 from typing import Iterator
 from urllib.parse import urljoin
@@ -228,35 +229,58 @@ class UrlPolicy:
 
     @contextlib.contextmanager
     def open(self, method: str, url: str, *, headers: dict | None = None, body: bytes | None = None,
-             timeout: float = 60.0, connect_timeout: float = 10.0,
+             timeout: float = 60.0, connect_timeout: float = 10.0, deadline: float | None = None,
              max_redirects: int = 5) -> Iterator[urllib3.BaseHTTPResponse]:
         """The response to `method url`, its body not yet read. GET and HEAD follow up to
         `max_redirects` redirects, each hop checked like the first; other methods return the
-        redirect itself. `timeout` is the longest wait for data once connected."""
-        first = url
-        for _ in range(max_redirects + 1):
-            destination = self.check(url)
-            pool, response = self._send(destination, method, headers or {}, body,
-                                        urllib3.Timeout(connect=connect_timeout, read=timeout))
-            try:
-                location = response.headers.get("Location")
-                if response.status in REDIRECTS and location and method in ("GET", "HEAD"):
-                    url = urljoin(destination.url, location)
-                    continue
-                yield response
-                return
-            finally:
-                response.release_conn()
-                response.close()
-                pool.close()
-        raise OutboundError(f"{shown(first)}: more than {max_redirects} redirects")
+        redirect itself. `timeout` is the longest wait for data once connected; `deadline`, if
+        given, bounds the whole exchange (a server that trickles its answer byte by byte is cut
+        off then): its connections are shut down from a timer."""
+        first, pools, expired = url, [], threading.Event()
+
+        def cut() -> None:
+            expired.set()
+            for pool in list(pools):
+                pool.cut()
+
+        timer = threading.Timer(deadline, cut) if deadline else None
+        if timer:
+            timer.daemon = True
+            timer.start()
+        try:
+            for _ in range(max_redirects + 1):
+                destination = self.check(url)
+                pool, response = self._send(destination, method, headers or {}, body,
+                                            urllib3.Timeout(connect=connect_timeout, read=timeout), pools)
+                try:
+                    if expired.is_set():  # cut mid-answer: what was parsed is not the answer
+                        raise OutboundError(f"{shown(first)}: cut off")
+                    location = response.headers.get("Location")
+                    if response.status in REDIRECTS and location and method in ("GET", "HEAD"):
+                        url = urljoin(destination.url, location)
+                        continue
+                    yield response
+                    return
+                finally:
+                    response.release_conn()
+                    response.close()
+                    pool.close()
+            raise OutboundError(f"{shown(first)}: more than {max_redirects} redirects")
+        except (OutboundError, HTTPError, OSError) as exc:
+            if expired.is_set():
+                raise OutboundError(f"{shown(first)}: no complete answer within {deadline:g} s") from exc
+            raise
+        finally:
+            if timer:
+                timer.cancel()
 
     def _send(self, destination: Destination, method: str, headers: dict, body: bytes | None,
-              timeout: urllib3.Timeout) -> tuple[urllib3.HTTPConnectionPool, urllib3.BaseHTTPResponse]:
+              timeout: urllib3.Timeout, pools: list) -> tuple[urllib3.HTTPConnectionPool, urllib3.BaseHTTPResponse]:
         headers = {"User-Agent": USER_AGENT, **headers, "Host": destination.host_header}
         failure: Exception | None = None
         for address in destination.addresses:
             pool = self._pool(destination, address, timeout)
+            pools.append(pool)
             try:
                 response = pool.urlopen(method, destination.request_uri, body=body, headers=headers,
                                         redirect=False, retries=False, preload_content=False,
@@ -269,10 +293,38 @@ class UrlPolicy:
 
     def _pool(self, destination: Destination, address: IPAddress, timeout: urllib3.Timeout):
         if destination.scheme == "http":
-            return urllib3.HTTPConnectionPool(str(address), destination.port, timeout=timeout, maxsize=1, retries=False)
-        return urllib3.HTTPSConnectionPool(
+            return _HTTPPool(str(address), destination.port, timeout=timeout, maxsize=1, retries=False)
+        return _HTTPSPool(
             str(address), destination.port, timeout=timeout, maxsize=1, retries=False, cert_reqs="CERT_REQUIRED",
             ca_certs=self.ca_bundle, server_hostname=None if _is_literal(destination.host) else destination.host.rstrip("."))
+
+
+class _Cuttable:
+    """A connection pool whose open connections another thread can shut down (a deadline)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.opened: list = []
+
+    def _new_conn(self):
+        connection = super()._new_conn()
+        self.opened.append(connection)
+        return connection
+
+    def cut(self) -> None:
+        for connection in self.opened:
+            sock = getattr(connection, "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+class _HTTPPool(_Cuttable, urllib3.HTTPConnectionPool):
+    pass
+
+
+class _HTTPSPool(_Cuttable, urllib3.HTTPSConnectionPool):
+    pass
 
 
 def _is_literal(host: str) -> bool:

@@ -154,6 +154,11 @@ class WorkerPool:
         fields = {"event": "item", "job": job.id, "tenant": job.tenant, "item": item.index}
         names: dict[str, str] = {}
         last = [0.0]
+        output = paths.output(settings, job.tenant, job.id, item.index)
+        if os.path.isfile(output):  # rendered before a restart (outputs appear whole): store it, do not render again
+            if store.rendered(item, output):
+                self.publisher.wake()
+            return SUCCEEDED
 
         def progress(done: int, total: int) -> None:
             now = time.monotonic()
@@ -164,7 +169,6 @@ class WorkerPool:
                 store.progress(item, "rendering", done, total)
 
         try:
-            output = paths.output(settings, job.tenant, job.id, item.index)
             store.progress(item, "downloading narration")
             narration = self._narration_file(job)
             names[narration] = job.audio_name
