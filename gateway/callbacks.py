@@ -113,8 +113,7 @@ class Deliverer:
         self.concurrency = max(1, settings.callback_concurrency)
         self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="callback")
         self.lock = threading.Lock()
-        self.in_flight: set[str] = set()   # delivery ids
-        self.busy: set[str] = set()        # tenants with an attempt in flight
+        self.busy: set[str] = set()  # tenants with an attempt in flight
 
     def wake(self) -> None:
         self.wakeup.set()
@@ -126,7 +125,7 @@ class Deliverer:
             except Exception:  # noqa: BLE001 - logged; the next round tries again
                 log.exception("delivery round failed")
             due = self.store.next_delivery_at()
-            # Due already: it is in flight or waits for its tenant's; a finished attempt wakes us.
+            # Due already: it waits for its tenant's attempt in flight, which wakes us when done.
             wait = 1.0 if due is None or due <= time.time() else min(1.0, due - time.time())
             self.wakeup.wait(wait)
             self.wakeup.clear()
@@ -137,11 +136,14 @@ class Deliverer:
         started = 0
         for delivery in self.store.due_deliveries(time.time(), 16 * self.concurrency):
             with self.lock:
-                if (delivery.id in self.in_flight or delivery.tenant in self.busy
-                        or len(self.in_flight) >= self.concurrency):
+                if delivery.tenant in self.busy or len(self.busy) >= self.concurrency:
                     continue
-                self.in_flight.add(delivery.id)
                 self.busy.add(delivery.tenant)
+            # Claimed in the store: a stale read of a delivery just attempted is not sent again.
+            if not self.store.claim_delivery(delivery.id, time.time(), self.settings.callback_timeout + 30):
+                with self.lock:
+                    self.busy.discard(delivery.tenant)
+                continue
             self.pool.submit(self._attempt_guarded, delivery)
             started += 1
         return started
@@ -155,7 +157,6 @@ class Deliverer:
             self._retry_later(delivery, None, f"internal error (error id {error_id})", None)
         finally:
             with self.lock:
-                self.in_flight.discard(delivery.id)
                 self.busy.discard(delivery.tenant)
             self.wake()
 

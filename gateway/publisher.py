@@ -74,6 +74,7 @@ class Publisher:
             return
         self.failures.pop(what, None)
         self.store.stored(item, key)
+        self.wake()  # its job's ZIP may be due now: the next round starts at once
         if self._deleted_meanwhile(job):
             return
         if self.storage.remote and not self.settings.s3_keep_local and not job.zip:

@@ -122,17 +122,20 @@ class S3Storage:
         """Upload `path` as `key` (multipart above one part, read from disk a part at a time),
         then confirm the object is there with the file's size. StorageError otherwise."""
         size = os.path.getsize(path)
-        try:
-            self._ensure_bucket()
-            self.client.fput_object(self.bucket, key, path, content_type=content_type, part_size=self.part_size,
-                                    num_parallel_uploads=2)
-            stored = self.client.stat_object(self.bucket, key).size
-        except S3Error as exc:
-            if exc.code == "NoSuchBucket":  # removed behind our back (or a store that lost its data)
-                self.bucket_ready.clear()
-            raise StorageError(f"could not store {key}: {_describe(exc)}") from exc
-        except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-            raise StorageError(f"could not store {key}: {_describe(exc)}") from exc
+        for attempt in (1, 2):
+            try:
+                self._ensure_bucket()
+                self.client.fput_object(self.bucket, key, path, content_type=content_type, part_size=self.part_size,
+                                        num_parallel_uploads=2)
+                stored = self.client.stat_object(self.bucket, key).size
+                break
+            except S3Error as exc:
+                if exc.code == "NoSuchBucket" and attempt == 1:  # removed behind our back, or a store that lost its data
+                    self.bucket_ready.clear()
+                    continue
+                raise StorageError(f"could not store {key}: {_describe(exc)}") from exc
+            except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+                raise StorageError(f"could not store {key}: {_describe(exc)}") from exc
         if stored != size:
             raise StorageError(f"could not store {key}: the store holds {stored} bytes of {size}")
 

@@ -467,6 +467,15 @@ class Store:
                                   "WHERE d.job_id=? ORDER BY d.seq", (job_id,))
         return [Delivery(**dict(row)) for row in rows]
 
+    def claim_delivery(self, delivery_id: str, now: float, lease_seconds: float) -> bool:
+        """Take a due delivery for one attempt: it is not due again until the lease ends (then
+        it is tried again, should this process die mid-attempt). False when another took it."""
+        claimed: dict = {}
+        self._write(lambda db: claimed.update(n=db.execute(
+            "UPDATE deliveries SET next_attempt=? WHERE id=? AND status=? AND next_attempt<=?",
+            (now + lease_seconds, delivery_id, PENDING, now)).rowcount))
+        return bool(claimed["n"])
+
     def delivery_attempted(self, delivery_id: str, status: str, http_status: int | None, error: str | None,
                            next_attempt: float | None) -> None:
         """One attempt's outcome: `status` delivered, pending (again at `next_attempt`) or failed."""

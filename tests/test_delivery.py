@@ -18,6 +18,7 @@ import requests
 import engine
 
 from gateway.cli import main as heygem
+from gateway.storage import S3Storage, StorageError
 from gateway_support import CallbackReceiver, LiveServer, S3Server, make_settings
 
 
@@ -287,3 +288,30 @@ def test_a_video_rendered_before_a_restart_is_stored_not_rendered_again(tmp_path
         second.close()
     assert job["status"] == "succeeded" and len(job["video_urls"]) == 2
     assert [os.path.basename(path) for path in rendered] == ["output_002.mp4"]  # the first was not rendered again
+
+
+def test_an_upload_cut_off_midway_fails_cleanly_and_succeeds_once_the_store_is_back(tmp_path, s3):
+    settings = make_settings(tmp_path, **s3.settings(s3_part_mb=5))
+    storage = S3Storage(settings)
+    path = str(tmp_path / "big.mp4")
+    with open(path, "wb") as handle:
+        handle.write(os.urandom(80 * 2**20))  # 16 parts: the store dies while they go up
+    outcome = []
+
+    def upload():
+        try:
+            storage.put("heygem/acme/job/output_001.mp4", path, "video/mp4")
+            outcome.append("stored")
+        except StorageError as exc:
+            outcome.append(exc)
+
+    uploading = threading.Thread(target=upload)
+    uploading.start()
+    time.sleep(0.3)
+    s3.stop()
+    uploading.join(60)
+    assert isinstance(outcome[0], StorageError) and "could not store heygem/acme/job/output_001.mp4" in str(outcome[0])
+    assert os.path.getsize(path) == 80 * 2**20  # the local file is untouched
+    s3.start()
+    storage.put("heygem/acme/job/output_001.mp4", path, "video/mp4")
+    assert s3.client().stat_object("videos", "heygem/acme/job/output_001.mp4").size == 80 * 2**20
