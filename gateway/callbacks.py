@@ -49,9 +49,12 @@ def signature_header(store: Store, tenant: str, timestamp: int, body: bytes) -> 
     return ",".join(parts)
 
 
-def summary(job: Job, video_urls: list[str], archive_url: str | None) -> str:
-    """A line or few a chat bot can post as it is."""
+def summary(job: Job, video_urls: list[str], archive_url: str | None, percent: float | None = None) -> str:
+    """What to tell the user, as a chat bot or an LLM can post it as it is."""
     total, ready = len(job.items), len(video_urls)
+    if job.status in ("queued", "running"):
+        return (f"The job is still {job.status} ({ready} of {total} videos ready, {percent or 0:g}% done). "
+                f"Check it again in a minute with getLipSyncJob and job_id {job.id}.")
     if job.status == "canceled":
         head = f"Canceled: {ready} of {total} videos were made"
     else:

@@ -17,7 +17,7 @@ from .edge import accepts_uploads
 from .problems import Problem
 from .store import (ARCHIVE_PENDING, ITEM_DONE, JOB_DONE, JOB_STATUSES, PENDING, QUEUED, RUNNING, STORING,
                     TEMPLATE_ID_PREFIX, Conflict, Job)
-from .callbacks import TOLERANCE_SECONDS
+from .callbacks import TOLERANCE_SECONDS, summary
 from .urlpolicy import RefusedURL
 
 bp = Blueprint("jobs", __name__, url_prefix="/api/v1")
@@ -70,7 +70,7 @@ def job_document(job: Job) -> dict:
         stage = "storing the ZIP"
     else:
         stage = "queued"
-    return {
+    document = {
         "id": job.id, "status": job.status, "created_at": job.created, "started_at": job.started,
         "finished_at": job.finished, "metadata": job.metadata,
         "progress": {"items_done": done, "items_total": len(job.items),
@@ -80,8 +80,11 @@ def job_document(job: Job) -> dict:
         "video_urls": [entry["video_url"] for entry in items if entry["video_url"]],
         "archive_url": results.archive(job, base),
         "archive_error": job.archive_error,
+        "text": None,
         "callback": _delivery_document(job),
     }
+    document["text"] = summary(job, document["video_urls"], document["archive_url"], document["progress"]["percent"])
+    return document
 
 
 def _inspect(value) -> tuple[int, str | None]:
@@ -150,8 +153,8 @@ def _validated(body: dict, audio_key: str, templates_key: str, uploaded: bool) -
             raise Problem(400, f"send the narration as the 'audio' file or as '{audio_key}', not both")
     elif not isinstance(audio_url, str) or not audio_url:
         raise Problem(400, f"'{audio_key}' is required: the URL of the narration audio")
-    if isinstance(templates, str):
-        templates = [templates]
+    if isinstance(templates, str):  # one, or several separated by spaces or new lines (as Dify's tool sends them)
+        templates = [t.rstrip(",;") for t in templates.split()] or [""]
     if not isinstance(templates, list) or not templates or not all(isinstance(t, str) and t for t in templates):
         raise Problem(400, f"'{templates_key}' is required: a list of 1 to {settings.max_templates} template video URLs")
     if len(templates) > settings.max_templates:
@@ -160,6 +163,8 @@ def _validated(body: dict, audio_key: str, templates_key: str, uploaded: bool) -
     if callback_url is not None and not isinstance(callback_url, str):
         raise Problem(400, "'callback_url' must be a URL string")
     metadata = body.get("metadata")
+    if isinstance(metadata, str):  # JSON text (Dify's tools send objects as text)
+        metadata = parse_json(metadata, "'metadata'") if metadata.strip() else None
     if metadata is not None and not isinstance(metadata, dict):
         raise Problem(400, "'metadata' must be a JSON object")
     if metadata is not None and len(json.dumps(metadata)) > settings.max_metadata_kb * 1024:

@@ -1,19 +1,18 @@
 """Health, readiness, Prometheus metrics and the OpenAPI document."""
 from __future__ import annotations
 
-import os
 import shutil
 
-from flask import Blueprint, Response, current_app, send_file
+from flask import Blueprint, Response, current_app, request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from .auth import require
+from .openapi import document
 from .problems import Problem
 from .storage import StorageError
 
 bp = Blueprint("system", __name__)
-OPENAPI = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "openapi.yaml")
 
 
 class StateCollector:
@@ -63,4 +62,8 @@ def metrics():
 
 @bp.get("/openapi.yaml")
 def openapi():
-    return send_file(OPENAPI, mimetype="application/yaml")
+    shape = request.args.get("for")
+    if shape not in (None, "dify"):
+        raise Problem(400, "'for' may only be dify (the document to import into Dify as a custom tool)")
+    server = current_app.config["SETTINGS"].public_url or request.host_url
+    return Response(document(server, for_dify=shape == "dify"), mimetype="application/yaml")

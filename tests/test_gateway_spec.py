@@ -14,7 +14,7 @@ from gateway import create_app
 from gateway.auth import create_token
 from gateway.config import Settings
 from gateway.edge import make_server
-from gateway.system import OPENAPI
+from gateway.openapi import SOURCE as OPENAPI
 
 
 def spec_operations() -> set[tuple[str, str]]:
