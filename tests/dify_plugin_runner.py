@@ -24,6 +24,17 @@ def main() -> None:
     sys.path.insert(0, os.getcwd())  # the plugin's folder, as the daemon runs it
     request = json.loads(sys.argv[1])
     started = time.monotonic()
+    if request.get("check"):  # the manifest and provider as the SDK loads them (pydantic models)
+        from dify_plugin.core.entities.plugin.setup import PluginConfiguration
+        from dify_plugin.entities.tool import ToolProviderConfiguration
+
+        with open("manifest.yaml") as handle:
+            manifest = PluginConfiguration(**yaml.safe_load(handle))
+        with open(manifest.plugins.tools[0]) as handle:
+            provider = ToolProviderConfiguration(**yaml.safe_load(handle))
+        print(json.dumps({"plugin": manifest.name, "tools": {t.identity.name: [p.name for p in t.parameters]
+                                                             for t in provider.tools}}))
+        return
     if request.get("validate"):
         with open("provider/heygem.yaml") as handle:
             provider = subclass(yaml.safe_load(handle)["extra"]["python"]["source"], ToolProvider)

@@ -103,6 +103,14 @@ def test_the_plugin_makes_videos_streaming_progress(plugin_python, service, file
     assert "Anna.mp4" in unknown[-1]["error"]
 
 
+def test_the_sdk_loads_the_manifest_provider_and_tools(plugin_python):
+    loaded = run(plugin_python, {"check": True})[0]
+    assert loaded == {"plugin": "heygem", "tools": {
+        "make_videos": ["narration", "narration_url", "template", "templates", "zip", "attach_videos", "wait_seconds",
+                        "metadata", "callback_url"],
+        "check_job": ["job_id", "attach_videos"], "list_templates": []}}
+
+
 def test_the_package_holds_the_plugin_at_its_root(tmp_path):
     done = subprocess.run([sys.executable, os.path.join(ROOT, "dify_tool", "build.py"), str(tmp_path)],
                           capture_output=True, text=True, check=True)
