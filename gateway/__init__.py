@@ -78,9 +78,9 @@ def create_app(settings: Settings | None = None, start_workers: bool = True) -> 
                           waiters=Waiters(settings.max_waiters),
                           analyses=AnalysisSlots(settings.max_analyses))
 
-    from . import downloads, edge, jobs, problems, system, templates
+    from . import downloads, edge, jobs, problems, system, templates, ui
     problems.register(app)
-    for blueprint in (jobs.bp, templates.bp, downloads.bp, system.bp):
+    for blueprint in (jobs.bp, templates.bp, downloads.bp, system.bp, ui.bp):
         app.register_blueprint(blueprint)
     access = logging.getLogger("heygem.access")
 

@@ -32,7 +32,8 @@ def _serve(args) -> int:
     if settings.metrics_listen:  # a separate listener for Prometheus, e.g. on a private address
         host, _, port = settings.metrics_listen.rpartition(":")
         start_http_server(int(port), host.strip("[]") or "127.0.0.1", registry=app.extensions["registry"])
-    print(f"heygem-gateway on http://{settings.host}:{settings.port} (data in {settings.data_dir})", flush=True)
+    print(f"heygem-gateway on http://{settings.host}:{settings.port} (data in {settings.data_dir}); "
+          f"the console is at http://{settings.host}:{settings.port}/", flush=True)
     try:
         server.run()
     except KeyboardInterrupt:

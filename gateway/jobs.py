@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import shutil
 import threading
@@ -11,7 +12,7 @@ import time
 
 from flask import Blueprint, current_app, g, request, url_for
 
-from . import uploads
+from . import paths, uploads
 from .auth import require
 from .edge import accepts_uploads
 from .problems import Problem
@@ -44,6 +45,16 @@ def _delivery_document(job: Job) -> dict | None:
             "attempts": latest.attempts, "last_attempt_at": latest.last_attempt, "last_status_code": latest.last_status,
             "last_error": latest.last_error, "next_attempt_at": latest.next_attempt if latest.status == PENDING else None,
             "delivered_at": latest.delivered}
+
+
+def _archive_bytes(job: Job) -> int | None:
+    """The ZIP's size when it is kept here (the console warns before a large download)."""
+    if not job.zip or job.status in (QUEUED, RUNNING):
+        return None
+    try:
+        return os.path.getsize(paths.archive(_settings(), job.tenant, job.id))
+    except (OSError, ValueError):
+        return None
 
 
 def job_document(job: Job) -> dict:
@@ -80,6 +91,7 @@ def job_document(job: Job) -> dict:
         "video_urls": [entry["video_url"] for entry in items if entry["video_url"]],
         "archive_url": results.archive(job, base),
         "archive_error": job.archive_error,
+        "archive_bytes": _archive_bytes(job),
         "text": None,
         "callback": _delivery_document(job),
     }

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh Debian machine: espeak-ng (demo and test narration),
-# a virtualenv with the engine and its test tools. Safe to run again; skips what is there.
+# chromium (the console's browser tests), a virtualenv with the engine and its test tools. Safe to
+# run again; skips what is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v espeak-ng >/dev/null; then
+if ! command -v espeak-ng >/dev/null || ! command -v chromium >/dev/null; then
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends espeak-ng
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends espeak-ng chromium
 fi
 PYTHON="${PYTHON:-python3}"
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
