@@ -321,17 +321,30 @@ class MouthRenderer:
             dst = np.concatenate([inner, inner.mean(axis=0, keepdims=True)])
             inside, _ = warp_region(sample.image, src, dst, self.fan, (0, 0, mouth.shape[1], mouth.shape[0]))
         else:
-            light = float(np.clip(cv2.cvtColor(region, cv2.COLOR_BGR2GRAY).mean() / 150.0, 0.5, 1.2))
-            inside = synthesize_interior(mouth.shape[:2], inner, mouth_px, light)
+            inside = synthesize_interior(mouth.shape[:2], inner, mouth_px, lip_colour(mouth, inner, mouth_px))
         alpha = polygon_mask(mouth.shape[:2], inner, feather=0.6)[..., None]
         mouth[:] = (mouth * (1 - alpha) + inside * alpha).astype(np.uint8)
 
 
-def synthesize_interior(shape: tuple[int, int], inner: np.ndarray, mouth_px: float, light: float) -> np.ndarray:
+def lip_colour(mouth: np.ndarray, inner: np.ndarray, mouth_px: float) -> np.ndarray:
+    """The person's own lip colour (BGR): the median of a thin ring just outside the opening."""
+    reach = max(2, int(round(0.05 * mouth_px)))
+    opening = np.zeros(mouth.shape[:2], np.uint8)
+    cv2.fillPoly(opening, [np.round(inner).astype(np.int32)], 255)
+    ring = cv2.dilate(opening, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))) > opening
+    pixels = mouth[ring] if ring.any() else mouth.reshape(-1, 3)
+    return np.median(pixels, axis=0).astype(np.float32)
+
+
+def synthesize_interior(shape: tuple[int, int], inner: np.ndarray, mouth_px: float, lips: np.ndarray) -> np.ndarray:
     """A mouth's inside for a speaker never seen with an open mouth: a dark cavity, the upper
-    teeth hanging from the upper lip (bright incisors darkening towards the canines, faint gaps,
-    the lip's shadow on top), lower teeth and tongue once the jaw is well open. Shaded to the
-    face's own brightness (`light`, 1 for a mid-grey face) so that it sits in the picture's light."""
+    teeth hanging from the upper lip (bright incisors darkening towards the canines under the
+    lip's shadow), lower teeth and tongue once the jaw is well open.
+
+    Every colour comes from the person's own lips (`lips`, BGR): the cavity and tongue are the
+    lips darkened, the teeth the lips' brightness raised with a trace of their hue. A grey
+    picture therefore stays grey, a warm one stays in its own palette. Teeth are shaded softly
+    and unevenly, as real teeth under a lip are, with no drawn gaps between them."""
     n_upper = len(lm.INNER_UPPER)
     upper = inner[:n_upper]
     lower = np.concatenate([inner[:1], inner[n_upper:][::-1], inner[n_upper - 1:n_upper]])
@@ -344,25 +357,38 @@ def synthesize_interior(shape: tuple[int, int], inner: np.ndarray, mouth_px: flo
     order = np.argsort(lower[:, 0])
     bottom = np.interp(xs, lower[order, 0], lower[order, 1])
     gap = np.maximum(bottom - top, 1e-3)
-    across = np.abs(xs - centre) / half  # 0 at the middle, 1 at the corners
+    u = (xs - centre) / half  # -1 .. 1 from corner to corner
+    across = np.abs(u)
     depth = np.clip((ys - top) / gap, 0, 1)
+    lips = np.asarray(lips, np.float32)
+    brightness = float(lips @ np.array([0.114, 0.587, 0.299], np.float32))
+    grey = np.full(3, brightness, np.float32)
+    cavity = 0.4 * lips
+    tongue_colour = 0.6 * lips
+    # Teeth: brighter than the lips (almost half way to white), keeping half of the lips
+    # hue (ivory in a warm picture), so that they sit in the picture's light and colour.
+    enamel_level = np.clip(brightness + 0.45 * (255 - brightness), 0, 235)
+    enamel = enamel_level + 0.45 * (lips - grey)
     out = np.empty((height, width, 3), np.float32)
-    out[:] = np.array([22, 20, 58], np.float32) * light
+    out[:] = cavity
     out *= (1.0 - 0.4 * np.exp(-((depth - 0.55) / 0.3) ** 2) * (1 - across))[..., None]
     centre_gap = float(gap[int(np.clip(np.mean(upper[:, 1]), 0, height - 1)), int(np.clip(centre, 0, width - 1))])
     if centre_gap > 0.22 * mouth_px:  # tongue resting low in a wide-open mouth
-        tongue = np.clip(1 - ((xs - centre) / (0.55 * half)) ** 2 - ((bottom - ys) / (0.3 * gap)) ** 2, 0, 1)
-        out = out * (1 - tongue[..., None]) + np.array([70, 72, 150], np.float32) * light * tongue[..., None]
-    # Upper teeth: visible to about the canines, longer in the middle (the arch in perspective).
-    teeth_len = np.minimum(0.55 * gap, 0.12 * mouth_px) * np.clip(1 - across ** 2, 0, 1)
-    teeth = np.clip((top + teeth_len - ys + 0.5), 0, 1) * (ys >= top - 1) * (across < 0.78)
-    enamel = np.array([196, 214, 226], np.float32) * light
-    shade = (0.55 + 0.45 * np.clip(1 - across ** 1.5, 0, 1)) * (0.72 + 0.28 * np.clip((ys - top) / (0.35 * teeth_len + 1e-3), 0, 1))
-    tooth_width = 0.16 * half
-    seams = 1 - 0.22 * np.exp(-(((xs - centre) / tooth_width + 0.0) % 1.0 - 0.5) ** 2 / 0.004) * (across > 0.05)
-    out = out * (1 - teeth[..., None]) + enamel * (shade * seams)[..., None] * teeth[..., None]
-    if centre_gap > 0.18 * mouth_px:  # lower incisors just showing
+        tongue = np.clip(1 - (u / 0.55) ** 2 - ((bottom - ys) / (0.3 * gap)) ** 2, 0, 1)
+        out = out * (1 - tongue[..., None]) + tongue_colour * tongue[..., None]
+    # Upper teeth: visible to about the canines, longer in the middle (the arch in perspective),
+    # their lower edge slightly uneven; darker under the lip and towards the corners.
+    edge = 1 + 0.06 * np.sin(9.0 * u + 0.7) + 0.04 * np.sin(17.0 * u + 2.1)
+    # They hang from under the lip: they start above its edge, so no dark seam shows there.
+    teeth_len = np.minimum(0.7 * gap, 0.14 * mouth_px) * np.clip(1 - across ** 2, 0, 1) * edge
+    teeth = np.clip((top + teeth_len - ys + 0.5), 0, 1) * (ys >= top - 3) * np.clip((0.8 - across) / 0.08, 0, 1)
+    under_lip = 0.74 + 0.26 * np.clip((ys - top) / (0.45 * teeth_len + 1e-3), 0, 1)
+    towards_corners = 0.5 + 0.5 * np.clip(1 - across ** 1.5, 0, 1)
+    mottle = 1 + 0.035 * np.sin(23.0 * u + 1.3) * np.sin(5.0 * u + 0.4)
+    shade = under_lip * towards_corners * mottle
+    out = out * (1 - teeth[..., None]) + enamel * shade[..., None] * teeth[..., None]
+    if centre_gap > 0.18 * mouth_px:  # lower incisors just showing, in the lower lip's shade
         lower_len = 0.1 * gap * np.clip(1 - (across / 0.6) ** 2, 0, 1)
-        lower_teeth = np.clip(ys - (bottom - lower_len) + 0.5, 0, 1) * (ys <= bottom + 1) * (across < 0.6)
-        out = out * (1 - lower_teeth[..., None]) + enamel * 0.62 * lower_teeth[..., None]
+        lower_teeth = np.clip(ys - (bottom - lower_len) + 0.5, 0, 1) * (ys <= bottom + 1) * np.clip((0.6 - across) / 0.08, 0, 1)
+        out = out * (1 - lower_teeth[..., None]) + enamel * 0.6 * towards_corners[..., None] * lower_teeth[..., None]
     return np.clip(cv2.GaussianBlur(out, (0, 0), max(0.5, mouth_px / 300)), 0, 255)

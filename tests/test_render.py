@@ -149,3 +149,22 @@ def test_turned_head_opens_around_the_lips_middle(media, cache_dir):
     opened = lm.to_face(moved, axes)
     gaps = [opened[lower, 1] - opened[upper, 1] for upper, lower in INNER_PAIRS]
     assert int(np.argmax(gaps)) == [upper for upper, _ in INNER_PAIRS].index(lm.INNER_TOP)
+
+
+def test_a_synthesised_inside_takes_the_lips_palette():
+    """Grey lips give a grey inside (a black-and-white photo stays grey); coloured lips give an
+    inside in their hue, darker, with teeth brighter than the lips."""
+    from engine.renderer import synthesize_interior
+
+    n = len(lm.INNER_UPPER)
+    xs = np.linspace(10, 110, n)
+    upper = np.stack([xs, 30 - 4 * np.sin(np.linspace(0, np.pi, n))], axis=1)
+    lower = np.stack([xs[1:-1][::-1], 30 + 18 * np.sin(np.linspace(0, np.pi, n))[1:-1][::-1]], axis=1)
+    inner = np.concatenate([upper, lower]).astype(np.float32)
+    grey = synthesize_interior((70, 120), inner, 110.0, np.array([120, 120, 120], np.float32))
+    assert np.ptp(grey, axis=2).max() < 1e-3
+    warm = synthesize_interior((70, 120), inner, 110.0, np.array([110, 120, 200], np.float32))  # BGR pink-red
+    deep = warm[45, 60]
+    assert deep[2] > deep[0] and deep.mean() < 120  # the cavity: the lips' hue, darker
+    teeth = warm[29:33, 50:70].reshape(-1, 3).mean(axis=0)
+    assert teeth.mean() > 150 and teeth[2] >= teeth[0]  # brighter than the lips, warm not blue
