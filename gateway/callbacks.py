@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -97,7 +98,7 @@ def retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if re.fullmatch(r"[0-9]{1,10}", value):  # ASCII digits only: str.isdigit() takes '²'
         return float(value)
     try:
         return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
@@ -137,7 +138,9 @@ class Deliverer:
     def dispatch(self) -> int:
         """Start an attempt for each due delivery there is room for; how many."""
         started = 0
-        for delivery in self.store.due_deliveries(time.time(), 16 * self.concurrency):
+        with self.lock:
+            busy, room = set(self.busy), self.concurrency - len(self.busy)
+        for delivery in self.store.due_deliveries(time.time(), max(room, 0), busy) if room > 0 else []:
             with self.lock:
                 if delivery.tenant in self.busy or len(self.busy) >= self.concurrency:
                     continue

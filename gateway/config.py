@@ -114,6 +114,7 @@ class Settings:
     callback_backoff_max_seconds: float = 3600.0
     callback_timeout: float = 15.0         # seconds to connect and to wait for the receiver's answer
     callback_concurrency: int = 4          # deliveries in flight at once
+    max_deliveries_per_job: int = 20       # a job's callback deliveries, redeliveries included
 
     @classmethod
     def from_env(cls, env: dict | None = None, **overrides) -> "Settings":

@@ -48,6 +48,8 @@ def _archive(job: Job) -> Response:
         raise Problem(409, "the job is still running; its ZIP is made when it finishes")
     if job.archive_key:  # in the bucket
         return redirect(current_app.extensions["links"].archive(job), 302)
+    if current_app.extensions["storage"].remote:  # the videos are in the bucket, not here to zip
+        raise Problem(404, job.archive_error or "this job has no ZIP: ask for one with 'zip': true when submitting")
     try:
         path = archive(current_app.config["SETTINGS"], job)
     except Gone:

@@ -37,10 +37,9 @@ def _settings():
 
 def _delivery_document(job: Job) -> dict | None:
     """The job's latest callback delivery."""
-    deliveries = _ext("store").deliveries(job.id) if job.callback_url else []
-    if not deliveries:
+    latest = _ext("store").latest_delivery(job.id) if job.callback_url else None
+    if latest is None:
         return None
-    latest = deliveries[-1]
     return {"url": latest.url, "delivery_id": latest.id, "event": latest.event, "status": latest.status,
             "attempts": latest.attempts, "last_attempt_at": latest.last_attempt, "last_status_code": latest.last_status,
             "last_error": latest.last_error, "next_attempt_at": latest.next_attempt if latest.status == PENDING else None,
@@ -301,7 +300,7 @@ def generate_batch():
 def _own_job(job_id: str) -> Job:
     job = _ext("store").job(job_id, tenant=g.principal.tenant)
     if job is None:  # another tenant's job is indistinguishable from none
-        raise Problem(404, f"no job {job_id!r}")
+        raise Problem(404, f"no job {job_id[:100]!r}")
     return job
 
 
@@ -361,7 +360,9 @@ def redeliver_callback(job_id: str):
         raise Problem(400, "the job has no callback_url")
     if job.status not in JOB_DONE:
         raise Problem(409, "the job is still running; its callback is sent when it ends")
-    _ext("store").redeliver(job)
+    refused = _ext("store").redeliver(job, _settings().max_deliveries_per_job)
+    if refused:
+        raise Problem(409 if "on its way" in refused else 429, refused)
     _ext("deliverer").wake()
     return job_document(_ext("store").job(job.id)), 202
 

@@ -26,7 +26,12 @@ def _source(mtime: float) -> dict:
 
 
 def document(server_url: str, for_dify: bool = False) -> str:
-    spec = copy.deepcopy(_source(os.path.getmtime(SOURCE)))
+    return _rendered(os.path.getmtime(SOURCE), server_url, for_dify)
+
+
+@functools.lru_cache(maxsize=16)
+def _rendered(mtime: float, server_url: str, for_dify: bool) -> str:
+    spec = copy.deepcopy(_source(mtime))
     spec["servers"] = [{"url": server_url.rstrip("/")}]
     if for_dify:
         spec = _dify(spec)

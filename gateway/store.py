@@ -444,28 +444,47 @@ class Store:
         db.execute("INSERT INTO deliveries (id, job_id, url, event, status, created, next_attempt, seq) "
                    "VALUES (?,?,?,?,?,?,?,?)", ("dlv_" + uuid.uuid4().hex, job_id, url, event, PENDING, now, now, seq))
 
-    def redeliver(self, job: Job) -> None:
-        """Send the finished job's callback again, as a new delivery (after any still pending)."""
-        self._write(lambda db: self._add_delivery(db, job.id, job.callback_url, "job." + job.status))
+    def redeliver(self, job: Job, most: int) -> str | None:
+        """Send the finished job's callback again, as a new delivery. Refused (the reason is
+        returned) while one is still on its way, or when the job has had `most` deliveries."""
+        refused: dict = {}
+
+        def add(db: sqlite3.Connection) -> None:
+            pending, total = db.execute("SELECT SUM(status=?), COUNT(*) FROM deliveries WHERE job_id=?",
+                                        (PENDING, job.id)).fetchone()
+            if pending:
+                refused["why"] = "a delivery of this job's callback is still on its way; see the job's 'callback'"
+            elif total >= most:
+                refused["why"] = f"this job's callback has been delivered {total} times, the most there may be"
+            else:
+                self._add_delivery(db, job.id, job.callback_url, "job." + job.status)
+        self._write(add)
+        return refused.get("why")
 
     # A pending delivery behind an earlier pending one of its job waits for it (in order per job).
     _READY = ("FROM deliveries AS d JOIN jobs ON jobs.id = d.job_id WHERE d.status=? AND NOT EXISTS "
               "(SELECT 1 FROM deliveries AS e WHERE e.job_id=d.job_id AND e.status=? AND e.seq<d.seq)")
 
-    def due_deliveries(self, now: float, limit: int) -> list[Delivery]:
-        """Deliveries whose attempt is due, oldest first, none behind an earlier pending one of
-        its job (callbacks arrive in order)."""
-        rows = self._db().execute(f"SELECT d.*, jobs.tenant AS tenant {self._READY} AND d.next_attempt<=? "
-                                  "ORDER BY d.next_attempt LIMIT ?", (PENDING, PENDING, now, limit))
-        return [Delivery(**dict(row)) for row in rows]
+    def due_deliveries(self, now: float, limit: int, skip_tenants: set[str] = frozenset()) -> list[Delivery]:
+        """Deliveries whose attempt is due: the oldest of each tenant (those in `skip_tenants`
+        left out), oldest first; none behind an earlier pending one of its job (callbacks
+        arrive in order). One per tenant: a tenant with many due deliveries cannot crowd out
+        the others."""
+        skip = sorted(skip_tenants)
+        rows = self._db().execute(
+            f"SELECT * FROM (SELECT d.*, jobs.tenant AS tenant, ROW_NUMBER() OVER (PARTITION BY jobs.tenant "
+            f"ORDER BY d.next_attempt, d.seq) AS rank {self._READY} AND d.next_attempt<=? "
+            f"AND jobs.tenant NOT IN ({','.join('?' * len(skip))})) WHERE rank=1 ORDER BY next_attempt LIMIT ?",
+            (PENDING, PENDING, now, *skip, limit))
+        return [Delivery(**{k: v for k, v in dict(row).items() if k != "rank"}) for row in rows]
 
     def next_delivery_at(self) -> float | None:
         return self._db().execute(f"SELECT MIN(d.next_attempt) {self._READY}", (PENDING, PENDING)).fetchone()[0]
 
-    def deliveries(self, job_id: str) -> list[Delivery]:
-        rows = self._db().execute("SELECT d.*, jobs.tenant AS tenant FROM deliveries AS d JOIN jobs ON jobs.id = d.job_id "
-                                  "WHERE d.job_id=? ORDER BY d.seq", (job_id,))
-        return [Delivery(**dict(row)) for row in rows]
+    def latest_delivery(self, job_id: str) -> Delivery | None:
+        row = self._db().execute("SELECT d.*, jobs.tenant AS tenant FROM deliveries AS d JOIN jobs ON jobs.id = d.job_id "
+                                 "WHERE d.job_id=? ORDER BY d.seq DESC LIMIT 1", (job_id,)).fetchone()
+        return Delivery(**dict(row)) if row else None
 
     def claim_delivery(self, delivery_id: str, now: float, lease_seconds: float) -> bool:
         """Take a due delivery for one attempt: it is not due again until the lease ends (then

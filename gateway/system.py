@@ -1,6 +1,7 @@
 """Health, readiness, Prometheus metrics and the OpenAPI document."""
 from __future__ import annotations
 
+import re
 import shutil
 
 from flask import Blueprint, Response, current_app, request
@@ -13,6 +14,7 @@ from .problems import Problem
 from .storage import StorageError
 
 bp = Blueprint("system", __name__)
+HOST = re.compile(r"([A-Za-z0-9-]{1,63}\.)*[A-Za-z0-9-]{1,63}(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]{2,45}\](:[0-9]{1,5})?")
 
 
 class StateCollector:
@@ -65,5 +67,8 @@ def openapi():
     shape = request.args.get("for")
     if shape not in (None, "dify"):
         raise Problem(400, "'for' may only be dify (the document to import into Dify as a custom tool)")
-    server = current_app.config["SETTINGS"].public_url or request.host_url
+    settings = current_app.config["SETTINGS"]
+    # The request's host when it is a plain host[:port] (HEYGEM_PUBLIC_URL, when set, wins).
+    server = settings.public_url or (request.host_url if HOST.fullmatch(request.host)
+                                     else f"http://{settings.host}:{settings.port}/")
     return Response(document(server, for_dify=shape == "dify"), mimetype="application/yaml")

@@ -134,6 +134,9 @@ def test_an_item_waits_for_the_store_and_completes_when_it_is_back(tmp_path, fil
         video = requests.get(job["video_urls"][0])
         assert video.status_code == 200 and video.content[4:8] == b"ftyp"
         until(lambda: requests.get(service.url + "/readyz").status_code == 200, what="ready again")
+        # No ZIP was asked for, and the videos are in the bucket: none is made from nothing.
+        archive = requests.get(f"{service.url}/api/v1/jobs/{job_id}/archive", headers=service.headers())
+        assert archive.status_code == 404 and "zip" in archive.json()["detail"]
     finally:
         service.close()
 
@@ -233,7 +236,7 @@ class TricklingReceiver:
 def finished_without_rendering(store, tenant: str, callback_url: str) -> str:
     """A job whose only item failed: it ends at once, with a callback queued."""
     job, _ = store.create_job(tenant, "https://example.com/a.wav", None, "a.wav", ["https://example.com/t.mp4"],
-                              callback_url, None, False, None, tenant + callback_url)
+                              callback_url, None, False, None, None)
     store.finish_item(store.claim_item(), "failed", error="no face found")
     return job.id
 
@@ -249,12 +252,17 @@ def test_a_stalled_receiver_holds_back_only_its_own_tenant(tmp_path):
     try:
         stalled = finished_without_rendering(store, "slowco", slow.url)
         time.sleep(0.3)  # its attempt is in flight
+        for _ in range(80):  # and many more of the same tenant's wait behind it
+            finished_without_rendering(store, "slowco", slow.url)
+        slowco = {"Authorization": service.headers("slowco")["Authorization"]}
+        again = requests.post(f"{service.url}/api/v1/jobs/{stalled}/callback/redeliver", headers=slowco)
+        assert again.status_code == 409 and "still on its way" in again.json()["detail"]
         started = time.monotonic()
         others = [finished_without_rendering(store, tenant, good.url) for tenant in ("acme", "globex")]
         until(lambda: len(good.accepted()) == 2, timeout=10, what="the other tenants' callbacks")
         assert time.monotonic() - started < 1.5  # not behind the stalled one
         assert {json.loads(r["body"])["job_id"] for r in good.accepted()} == set(others)
-        delivery = until(lambda: (d := store.deliveries(stalled)[0]).attempts and d, timeout=10, what="cut off")
+        delivery = until(lambda: (d := store.latest_delivery(stalled)).attempts and d, timeout=10, what="cut off")
         assert delivery.status == "pending" and "no complete answer within 2 s" in delivery.last_error
         assert delivery.next_attempt > time.time() + 10  # backing off, not hammering
     finally:
@@ -315,3 +323,10 @@ def test_an_upload_cut_off_midway_fails_cleanly_and_succeeds_once_the_store_is_b
     s3.start()
     storage.put("heygem/acme/job/output_001.mp4", path, "video/mp4")
     assert s3.client().stat_object("videos", "heygem/acme/job/output_001.mp4").size == 80 * 2**20
+
+
+def test_retry_after_takes_ascii_seconds_or_a_date():
+    from gateway.callbacks import retry_after
+
+    assert retry_after("120") == 120.0 and retry_after("²") is None and retry_after("1e9") is None
+    assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0 and retry_after(None) is None

@@ -113,6 +113,9 @@ def test_dify_sees_exactly_the_tools_and_parameters_a_workflow_needs(service):
     assert full["servers"] == [{"url": service.url}] and "x-dify" not in requests.get(service.url + "/openapi.yaml").text
     assert {"health", "metrics", "downloadFile", "openapi"} <= set(dify_tools(full))
     assert requests.get(service.url + "/openapi.yaml", params={"for": "postman"}).status_code == 400
+    # A Host header that is not a plain host[:port] is not reflected into `servers`.
+    odd = service.app.test_client().get("/openapi.yaml?for=dify", headers={"Host": 'x"y'})
+    assert yaml.safe_load(odd.data)["servers"] == [{"url": "http://127.0.0.1:8000"}]
 
 
 def test_each_tool_works_as_dify_calls_it(service, files):
