@@ -70,5 +70,5 @@ def openapi():
     settings = current_app.config["SETTINGS"]
     # The request's host when it is a plain host[:port] (HEYGEM_PUBLIC_URL, when set, wins).
     server = settings.public_url or (request.host_url if HOST.fullmatch(request.host)
-                                     else f"http://{settings.host}:{settings.port}/")
+                                     else current_app.extensions["links"].listening)
     return Response(document(server, for_dify=shape == "dify"), mimetype="application/yaml")

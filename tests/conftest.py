@@ -20,7 +20,7 @@ from scipy.io import wavfile
 from engine.cli import DEMO_PORTRAIT
 from engine.idle import idle_frames
 from engine.face import FaceTracker
-from gateway_support import FilesHandler
+from gateway_support import FilesHandler, LiveServer, make_settings
 
 SPEECH = "Papa bought my mom a big blue boat. We met at the market, then we went home."
 
@@ -162,3 +162,17 @@ def files(media, tmp_path_factory):
                 allow=f"127.0.0.1:{server.server_port}")
     yield urls
     server.shutdown()
+
+
+@pytest.fixture()
+def live(tmp_path, monkeypatch):
+    """A factory of live services (same server as `heygem serve`), closed after the test."""
+    monkeypatch.setenv("HEYGEM_CACHE_DIR", str(tmp_path / "cache"))
+    started: list[LiveServer] = []
+
+    def start(files=None, start_workers=True, **overrides) -> LiveServer:
+        started.append(LiveServer(make_settings(tmp_path, files, **overrides), start_workers))
+        return started[-1]
+    yield start
+    for server in started:
+        server.close()

@@ -14,15 +14,11 @@ import pytest
 import requests
 from playwright.sync_api import expect, sync_playwright
 
-from gateway_support import LiveServer, make_settings
 
 
 @pytest.fixture()
-def service(tmp_path, files, monkeypatch):
-    monkeypatch.setenv("HEYGEM_CACHE_DIR", str(tmp_path / "cache"))
-    server = LiveServer(make_settings(tmp_path, files, max_download_mb=50))
-    yield server
-    server.close()
+def service(live, files):
+    return live(files, max_download_mb=50)
 
 
 @pytest.fixture()

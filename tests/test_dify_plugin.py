@@ -14,7 +14,6 @@ import zipfile
 import pytest
 import yaml
 
-from gateway_support import LiveServer, make_settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PLUGIN = os.path.join(ROOT, "dify_tool", "plugin")
@@ -52,11 +51,8 @@ def run(plugin_python, request: dict, timeout=600) -> list[dict]:
 
 
 @pytest.fixture()
-def service(tmp_path, files, monkeypatch):
-    monkeypatch.setenv("HEYGEM_CACHE_DIR", str(tmp_path / "cache"))
-    server = LiveServer(make_settings(tmp_path, files))
-    yield server
-    server.close()
+def service(live, files):
+    return live(files)
 
 
 def test_the_plugin_makes_videos_streaming_progress(plugin_python, service, files, media):

@@ -20,7 +20,6 @@ import pytest
 import requests
 import yaml
 
-from gateway_support import LiveServer, make_settings
 
 
 def resolve(spec, node):
@@ -84,11 +83,8 @@ def call(spec, tool, key, **arguments):
 
 
 @pytest.fixture()
-def service(tmp_path, files, monkeypatch):
-    monkeypatch.setenv("HEYGEM_CACHE_DIR", str(tmp_path / "cache"))
-    server = LiveServer(make_settings(tmp_path, files))
-    yield server
-    server.close()
+def service(live, files):
+    return live(files)
 
 
 def test_dify_sees_exactly_the_tools_and_parameters_a_workflow_needs(service):

@@ -22,7 +22,7 @@ import requests
 from gateway.auth import create_token
 from gateway.fetch import FetchLimits, fetch
 from gateway.urlpolicy import OutboundError, RefusedURL, UrlPolicy
-from gateway_support import SECRET, LiveServer, auth, make_settings
+from gateway_support import SECRET, LiveServer
 
 REAL_GETADDRINFO = socket.getaddrinfo
 REAL_CONNECT = socket.socket.connect
@@ -298,18 +298,16 @@ def test_downloads_stop_at_their_limits(dns, tmp_path):
 
 # The live service ------------------------------------------------------------------------------
 
-@pytest.fixture()
-def live(tmp_path, monkeypatch):
-    """A factory of live services (same server as `heygem serve`), closed after the test."""
-    monkeypatch.setenv("HEYGEM_CACHE_DIR", str(tmp_path / "cache"))
-    started: list[LiveServer] = []
-
-    def start(files=None, start_workers=True, **overrides) -> LiveServer:
-        started.append(LiveServer(make_settings(tmp_path, files, **overrides), start_workers))
-        return started[-1]
-    yield start
-    for server in started:
-        server.close()
+def stalled_readers(service: LiveServer, url: str, headers: str = "") -> list[socket.socket]:
+    """Eight connections (twice the server's threads) that ask for `url` and never read."""
+    stalled = []
+    for _ in range(8):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", service.port))
+        sock.sendall(f"GET {url.split(str(service.port), 1)[1]} HTTP/1.1\r\nHost: x\r\n{headers}\r\n".encode())
+        stalled.append(sock)
+    return stalled
 
 
 def _problem(answer: requests.Response, status: int) -> str:
@@ -621,14 +619,8 @@ def test_slow_readers_of_a_zip_hold_no_thread(live, files, media):
     while (job := requests.get(f"{service.url}/api/v1/jobs/{job['id']}", headers=headers).json())["status"] != "succeeded":
         assert time.monotonic() < deadline
         time.sleep(0.2)
-    stalled = []
+    stalled = stalled_readers(service, job["archive_url"])
     try:
-        for _ in range(8):  # twice the server's threads
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", service.port))
-            sock.sendall(f"GET {job['archive_url'].split(str(service.port), 1)[1]} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-            stalled.append(sock)
         time.sleep(1)
         for _ in range(3):  # times out if the stalled readers hold the threads
             assert requests.get(service.url + "/healthz", timeout=5).status_code == 200
@@ -690,14 +682,8 @@ def test_range_requests_are_sent_by_the_server_not_a_thread(live, files):
     part = requests.get(link, headers={"Range": "bytes=1000-1999"})
     assert part.status_code == 206 and part.content == content[1000:2000]
     assert requests.get(link, headers={"Range": "bytes=-10"}).content == content[-10:]
-    stalled = []
+    stalled = stalled_readers(service, link, "Range: bytes=0-\r\n")
     try:
-        for _ in range(8):  # twice the server's threads, none reading
-            sock = socket.socket()
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", service.port))
-            sock.sendall(f"GET {link.split(str(service.port), 1)[1]} HTTP/1.1\r\nHost: x\r\nRange: bytes=0-\r\n\r\n".encode())
-            stalled.append(sock)
         time.sleep(1)
         assert requests.get(service.url + "/healthz", timeout=5).status_code == 200
     finally:
