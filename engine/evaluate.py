@@ -25,6 +25,9 @@ from .media import ANALYSIS_RATE, load_pcm, probe_video, read_frames
 from .pipeline import render, template_frames
 
 MAX_LAG = 15
+# Cross-reconstruction scores each mouth track at its best lag within this many frames (about a
+# phone's length): a mouth that moves a frame early or late is judged by its shapes, not its timing.
+SCORE_LAG = 5
 
 
 def track_video(path: str) -> tuple[np.ndarray, float]:
@@ -158,32 +161,48 @@ def mouth_lmd(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(distances))
 
 
-def cross_reconstruction(clip: str, workdir: str) -> dict:
+def _lagged(a: np.ndarray, b: np.ndarray, lag: int) -> tuple[np.ndarray, np.ndarray]:
+    """a[k + lag] against b[k], over the frames both have."""
+    n = min(len(a), len(b))
+    return (a[lag:n], b[:n - lag]) if lag >= 0 else (a[:n + lag], b[-lag:n])
+
+
+def best_lag_lmd(a: np.ndarray, b: np.ndarray, window: int = SCORE_LAG) -> tuple[float, int]:
+    """(M-LMD, lag) at the lag within +-window frames where `a` best follows `b`."""
+    scores = [(mouth_lmd(*_lagged(a, b, lag)), lag) for lag in range(-window, window + 1)]
+    return min(scores)
+
+
+def cross_reconstruction(clip: str, workdir: str, reverse: bool = False) -> dict:
     """First half of a talking clip (silent) is the template, the second half's sound the
-    narration, its pictures the truth. The narration starts at the truth's first frame, shifted
-    by the truth's own audio-video offset when that is more than two frames."""
+    narration, its pictures the truth (`reverse`: the other way round). The narration starts at
+    the truth's first frame, shifted by the truth's own audio-video offset when that is more
+    than two frames."""
     info = probe_video(clip)
     frames = [image for _, image in read_frames(clip, info.fps)]
     half = len(frames) // 2
-    name = os.path.splitext(os.path.basename(clip))[0]
+    template_frames_, truth_frames = (frames[half:], frames[:half]) if reverse else (frames[:half], frames[half:])
+    truth_first = 0 if reverse else half
+    name = os.path.splitext(os.path.basename(clip))[0] + (".reverse" if reverse else "")
     template = os.path.join(workdir, f"{name}.template.mp4")
     truth_video = os.path.join(workdir, f"{name}.truth.mp4")
     narration = os.path.join(workdir, f"{name}.narration.wav")
     size = (info.width, info.height)
-    _write_video(frames[:half], template, info.fps, size)
-    _write_video(frames[half:], truth_video, info.fps, size)
-    del frames
+    _write_video(template_frames_, template, info.fps, size)
+    _write_video(truth_frames, truth_video, info.fps, size)
+    del frames, template_frames_, truth_frames
     pcm = load_pcm(clip)
     # Some published clips carry their sound out of step with the pictures (face_2's by about
     # half a second). An offset of the truth's pictures against their own sound beyond a
     # speaker's natural lead of a frame or two is corrected, as lip-sync datasets are (SyncNet),
     # so that the narration is the sound of the truth's pictures.
     truth_points, _ = track_video(truth_video)
-    start = int(round(half / info.fps * ANALYSIS_RATE))
+    start = int(round(truth_first / info.fps * ANALYSIS_RATE))
     clip_lag, clip_corr = av_sync(lm.aperture(truth_points), loudness_per_frame(pcm[start:], info.fps, len(truth_points)))
     shift = clip_lag if abs(clip_lag) > 2 else 0
-    start = int(round((half + shift) / info.fps * ANALYSIS_RATE))
-    wavfile.write(narration, ANALYSIS_RATE, (np.clip(pcm[start:], -1, 1) * 32767).astype(np.int16))
+    start = max(0, int(round((truth_first + shift) / info.fps * ANALYSIS_RATE)))
+    end = start + int(round(len(truth_points) / info.fps * ANALYSIS_RATE))
+    wavfile.write(narration, ANALYSIS_RATE, (np.clip(pcm[start:end], -1, 1) * 32767).astype(np.int16))
     output = os.path.join(workdir, f"{name}.output.mp4")
     render(narration, template, output)
     out_points, _ = track_video(output)
@@ -196,16 +215,21 @@ def cross_reconstruction(clip: str, workdir: str) -> dict:
         tracker.close()
     n = min(len(out_points), len(truth_points), len(tpl_points))
     out_points, truth_points, tpl_points = out_points[:n], truth_points[:n], tpl_points[:n]
-    lmd_out, lmd_tpl = mouth_lmd(out_points, truth_points), mouth_lmd(tpl_points, truth_points)
-    ok = ~(np.isnan(out_points[:, 0, 0]) | np.isnan(truth_points[:, 0, 0]))
+    (lmd_out, lag_out), (lmd_tpl, lag_tpl) = best_lag_lmd(out_points, truth_points), best_lag_lmd(tpl_points, truth_points)
     truth_open = lm.aperture(truth_points)
     truth_lag, truth_corr = av_sync(truth_open, loudness_per_frame(pcm[start:], info.fps, n))
+
+    def aperture_corr(points: np.ndarray, lag: int) -> float:
+        mine, truth = _lagged(lm.aperture(points), truth_open, lag)
+        ok = ~(np.isnan(mine) | np.isnan(truth))
+        return round(float(np.corrcoef(mine[ok], truth[ok])[0, 1]), 3)
+
     return {
-        "clip": clip, "frames": n,
+        "clip": clip, "template_half": "second" if reverse else "first", "frames": n,
         "mlmd_output": round(lmd_out, 4), "mlmd_unchanged_template": round(lmd_tpl, 4),
-        "mlmd_ratio": round(lmd_out / lmd_tpl, 3),
-        "aperture_corr_with_truth": round(float(np.corrcoef(lm.aperture(out_points)[ok], truth_open[ok])[0, 1]), 3),
-        "template_aperture_corr_with_truth": round(float(np.corrcoef(lm.aperture(tpl_points)[ok], truth_open[ok])[0, 1]), 3),
+        "mlmd_ratio": round(lmd_out / lmd_tpl, 3), "output_lag_frames": lag_out,
+        "aperture_corr_with_truth": aperture_corr(out_points, lag_out),
+        "template_aperture_corr_with_truth": aperture_corr(tpl_points, lag_tpl),
         "truth_own_av_offset_frames": clip_lag, "truth_own_av_corr": round(clip_corr, 3), "narration_shift_frames": shift,
         "truth_av_offset_after_shift": truth_lag, "truth_av_corr_after_shift": round(truth_corr, 3),
     }
@@ -218,12 +242,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--template", help="the template it was rendered from (fidelity, sharpness)")
     parser.add_argument("--sheet", help="contact sheet PNG (default: next to the output)")
     parser.add_argument("--cross", metavar="CLIP", help="cross-reconstruction check on a real talking clip")
+    parser.add_argument("--reverse", action="store_true", help="--cross with the second half as the template")
     parser.add_argument("--workdir", help="where --cross writes its halves and render")
     args = parser.parse_args(argv)
     if args.cross:
         workdir = args.workdir or tempfile.mkdtemp(prefix="heygem-cross-")
         os.makedirs(workdir, exist_ok=True)
-        print(json.dumps(cross_reconstruction(args.cross, workdir), indent=2))
+        print(json.dumps(cross_reconstruction(args.cross, workdir, args.reverse), indent=2))
     elif args.output:
         sheet = args.sheet or os.path.splitext(args.output)[0] + ".sheet.png"
         print(json.dumps(evaluate_render(args.output, args.template, sheet), indent=2))
