@@ -10,6 +10,7 @@ from logging.handlers import RotatingFileHandler
 from flask import Flask, g, request
 from prometheus_client import CollectorRegistry
 
+from . import engines
 from . import storage as storages
 from .callbacks import Deliverer
 from .config import Settings
@@ -72,15 +73,16 @@ def create_app(settings: Settings | None = None, start_workers: bool = True) -> 
     deliverer = Deliverer(settings, store, policy, links)
     store.on_delivery = deliverer.wake  # a job ended: its callback goes out now, not at the next poll
     housekeeping = Housekeeping(settings, store, storage, publisher)
-    workers = WorkerPool(settings, store, registry, policy, housekeeping, publisher, deliverer)
-    app.extensions.update(store=store, registry=registry, workers=workers, urlpolicy=policy, storage=storage,
+    engine = engines.from_settings(settings, policy, links, registry)
+    workers = WorkerPool(settings, store, registry, policy, engine, housekeeping, publisher, deliverer)
+    app.extensions.update(store=store, registry=registry, workers=workers, urlpolicy=policy, storage=storage, engine=engine,
                           housekeeping=housekeeping, links=links, deliverer=deliverer,
                           waiters=Waiters(settings.max_waiters),
                           analyses=AnalysisSlots(settings.max_analyses))
 
-    from . import downloads, edge, jobs, problems, system, templates, ui
+    from . import downloads, easy, edge, jobs, problems, system, templates, ui
     problems.register(app)
-    for blueprint in (jobs.bp, templates.bp, downloads.bp, system.bp, ui.bp):
+    for blueprint in (jobs.bp, templates.bp, downloads.bp, system.bp, ui.bp, easy.bp):
         app.register_blueprint(blueprint)
     access = logging.getLogger("heygem.access")
 

@@ -10,6 +10,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from functools import wraps
+from urllib.parse import parse_qs
 
 import jwt
 from flask import current_app, g, request
@@ -87,9 +88,28 @@ def verify(header: str, settings, store) -> Principal:
     return Principal(tenant, frozenset(scopes), jti)
 
 
-def authenticate() -> Principal:
-    return verify(request.headers.get("Authorization", ""), current_app.config["SETTINGS"],
-                  current_app.extensions["store"])
+def token_in_query(view):
+    """Marks a view whose callers may send the token as `?token=` instead of a header, when
+    HEYGEM_EASY_TOKEN_IN_QUERY allows it (HeyGem's clients cannot add headers)."""
+    view.token_in_query = True
+    return view
+
+
+def authorization(view, header: str, query: str | bytes, settings) -> str:
+    """The Authorization header to check: the request's, or one made of `?token=` on the views
+    that allow it."""
+    if header or not (settings.easy_token_in_query and getattr(view, "token_in_query", False)):
+        return header
+    if isinstance(query, bytes):
+        query = query.decode("latin-1")
+    tokens = parse_qs(query).get("token")
+    return f"Bearer {tokens[0]}" if tokens else ""
+
+
+def authenticate(view=None) -> Principal:
+    settings = current_app.config["SETTINGS"]
+    header = authorization(view, request.headers.get("Authorization", ""), request.query_string, settings)
+    return verify(header, settings, current_app.extensions["store"])
 
 
 def authorize(principal: Principal, scope: str) -> None:
@@ -103,7 +123,7 @@ def require(scope: str):
     def decorate(view):
         @wraps(view)
         def wrapped(*args, **kwargs):
-            principal = authenticate()
+            principal = authenticate(view)
             authorize(principal, scope)
             g.principal = principal
             return view(*args, **kwargs)

@@ -25,6 +25,7 @@ def _secret(data_dir: str, name: str) -> str:
         return handle.read().strip()
 
 
+ENGINES = ("embedded", "heygem-easy", "gradio")
 BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
@@ -115,6 +116,29 @@ class Settings:
     callback_timeout: float = 15.0         # seconds to connect and to wait for the receiver's answer
     callback_concurrency: int = 4          # deliveries in flight at once
     max_deliveries_per_job: int = 20       # a job's callback deliveries, redeliveries included
+    # What renders the items: `embedded` (this machine's CPU engine), `heygem-easy` (a Duix.Heygem
+    # video service, its /easy/submit API) or `gradio` (a HeyGem Gradio WebUI). `workers` items are
+    # sent at once; HeyGem's video service runs one at a time, so keep 1 for it.
+    engine: str = "embedded"
+    engine_url: str = ""                   # the remote engine's base URL, e.g. http://gpu-box:8383
+    # heygem-easy: how files reach it and come back. A folder both machines see (ours: this path;
+    # HeyGem's: /code/data), or else URLs: the gateway serves the inputs by short signed links and
+    # fetches the result from engine_result_url (HeyGem's /code/data served over HTTP).
+    engine_shared_dir: str = ""
+    engine_result_url: str = ""
+    engine_input_link_ttl: int = 900       # seconds a link to an input stays valid
+    # gradio: the function to call and its arguments in order: `audio` and `video` name the
+    # files, anything else is a JSON value passed as it is (e.g. audio,video,false).
+    engine_api_name: str = "/predict"
+    engine_args: str = "audio,video"
+    engine_poll_seconds: float = 1.0       # first wait between status queries; it grows 1.5x to the max
+    engine_poll_max_seconds: float = 10.0
+    engine_stall_seconds: float = 900.0    # a remote task whose progress does not move this long fails
+    engine_unreachable_seconds: float = 600.0  # a remote engine that does not answer this long fails the item
+    engine_max_resubmits: int = 3          # a task the engine forgot (restarted) is sent again this often
+    # /easy/submit and /easy/query (HeyGem's own API, for its clients): also accept the token as
+    # ?token=... for clients that cannot send an Authorization header (it then shows in URLs).
+    easy_token_in_query: bool = False
 
     @classmethod
     def from_env(cls, env: dict | None = None, **overrides) -> "Settings":
@@ -152,7 +176,26 @@ class Settings:
         # Links are their own secret: whoever can verify tokens need not be able to mint links.
         settings.link_secret = settings.link_secret or _secret(settings.data_dir, "link-secret")
         settings._check_storage()
+        settings._check_engine()
         return settings
+
+    def _check_engine(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"HEYGEM_ENGINE must be one of {', '.join(ENGINES)}, not {self.engine!r}")
+        if self.engine == "embedded":
+            return
+        if not re.match(r"https?://", self.engine_url):
+            raise ValueError(f"HEYGEM_ENGINE={self.engine} needs HEYGEM_ENGINE_URL (http(s)://host:port)")
+        if self.engine == "heygem-easy" and not (self.engine_shared_dir or self.engine_result_url):
+            raise ValueError("HEYGEM_ENGINE=heygem-easy needs HEYGEM_ENGINE_SHARED_DIR (the folder HeyGem has at "
+                             "/code/data, as this machine sees it) or HEYGEM_ENGINE_RESULT_URL (that folder served "
+                             "over HTTP) to fetch its results")
+        if self.engine_shared_dir:
+            self.engine_shared_dir = os.path.abspath(self.engine_shared_dir)
+        if self.engine == "gradio":
+            names = [a.strip() for a in self.engine_args.split(",")]
+            if sorted(n for n in names if n in ("audio", "video")) != ["audio", "video"]:
+                raise ValueError("HEYGEM_ENGINE_ARGS must name audio and video once each, e.g. audio,video")
 
     def _check_storage(self) -> None:
         if self.storage not in ("local", "s3"):

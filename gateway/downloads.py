@@ -91,3 +91,13 @@ def download(token: str):
     if not os.path.isfile(path):
         raise Problem(404, "the file has been deleted")
     return _send(path, mimetype)
+
+
+@bp.get("/engine-inputs/<ident>/<name>")
+def engine_input(ident: str, name: str):
+    """A narration or template for a remote engine (HEYGEM_ENGINE=heygem-easy without a shared
+    folder): the link's random id, made for one task and valid for minutes, is the credential."""
+    path = current_app.extensions["links"].engine_input_file(ident)
+    if path is None or not os.path.isfile(path):
+        raise Problem(404, "no such input (the link has expired, or its task has ended)")
+    return _send(path, "application/octet-stream")

@@ -29,7 +29,7 @@ from waitress.server import TcpWSGIServer
 from waitress.utilities import Error
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from .auth import authorize, verify
+from .auth import authorization, authorize, verify
 from .problems import Problem, document
 
 log = logging.getLogger("heygem.access")
@@ -50,7 +50,7 @@ class Admission:
 
 
 def admit(app: Flask, method: str, path: str, content_type: str, length: int | None, chunked: bool,
-          authorization: str) -> Admission:
+          header: str, query: str | bytes = "") -> Admission:
     """Judge a request from its line and headers alone. Only routes that need a token take a
     body: public and unknown routes take none, so nobody can hold a connection with one."""
     settings = app.config["SETTINGS"]
@@ -73,7 +73,7 @@ def admit(app: Flask, method: str, path: str, content_type: str, length: int | N
     if not has_body:
         return Admission(None, limit)
     try:
-        principal = verify(authorization, settings, app.extensions["store"])
+        principal = verify(authorization(view, header, query, settings), settings, app.extensions["store"])
         authorize(principal, scope)
     except Problem as refusal:
         return Admission(refusal, limit)
@@ -92,7 +92,8 @@ def install(app: Flask) -> None:
     def _admit() -> None:
         chunked = "chunked" in request.headers.get("Transfer-Encoding", "").lower()
         admission = admit(app, request.method, request.path, request.content_type or "",
-                          request.content_length, chunked, request.headers.get("Authorization", ""))
+                          request.content_length, chunked, request.headers.get("Authorization", ""),
+                          request.query_string)
         if admission.refusal:
             raise admission.refusal
         request.max_content_length = admission.body_limit
@@ -176,7 +177,7 @@ class _Parser(HTTPRequestParser):
         super().parse_header(header_plus)
         admission = admit(self.app, self.command, self.path, self.headers.get("CONTENT_TYPE", ""),
                           None if self.chunked else self.content_length, self.chunked,
-                          self.headers.get("AUTHORIZATION", ""))
+                          self.headers.get("AUTHORIZATION", ""), self.query)
         self.body_limit = admission.body_limit
         refusal = admission.refusal
         if refusal is None and admission.tenant:

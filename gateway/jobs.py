@@ -238,6 +238,33 @@ class Waiters:
             self.slots.release()
 
 
+def enqueue(fields: dict, key: str | None, upload=None) -> tuple[Job, bool]:
+    """(job, created) for validated `fields`, within the disk and queue limits; a known
+    idempotency `key` with the same fields returns its job."""
+    settings, store = _settings(), _ext("store")
+    free_mb = shutil.disk_usage(settings.data_dir).free / 2**20
+    if free_mb < settings.min_free_mb:
+        raise Problem(503, f"the server is low on disk space ({free_mb:.0f} MB free); try again later")
+    if store.queued_items() + len(fields["templates"]) > settings.queue_limit:
+        raise Problem(429, "the queue is full; try again in a minute", {"Retry-After": "60"})
+    waiting = store.queued_items(g.principal.tenant)
+    if waiting + len(fields["templates"]) > settings.tenant_queue_limit:
+        raise Problem(429, f"{waiting} of your templates are waiting already (at most {settings.tenant_queue_limit}); "
+                      "submit more when some are done", {"Retry-After": "60"})
+    # An uploaded narration counts by its content, not by where it was kept.
+    hashed = {k: v for k, v in fields.items() if k != "wait_seconds"}
+    if upload:
+        hashed["audio_url"] = "sha256:" + upload.sha256
+    request_hash = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
+    try:
+        return store.create_job(
+            g.principal.tenant, fields["audio_url"], upload.id if upload else None,
+            upload.name if upload else fields["audio_url"], fields["templates"], fields["callback_url"],
+            fields["metadata"], fields["zip"], key, request_hash)
+    except Conflict:
+        raise Problem(409, "this Idempotency-Key was already used with a different request body")
+
+
 def _submit(audio_key: str, templates_key: str):
     settings, store = _settings(), _ext("store")
     key = request.headers.get("Idempotency-Key")
@@ -252,27 +279,7 @@ def _submit(audio_key: str, templates_key: str):
     try:
         body = _form_body(templates_key) if upload else json_body()
         fields = _validated(body, audio_key, templates_key, uploaded=upload is not None)
-        free_mb = shutil.disk_usage(settings.data_dir).free / 2**20
-        if free_mb < settings.min_free_mb:
-            raise Problem(503, f"the server is low on disk space ({free_mb:.0f} MB free); try again later")
-        if store.queued_items() + len(fields["templates"]) > settings.queue_limit:
-            raise Problem(429, "the queue is full; try again in a minute", {"Retry-After": "60"})
-        waiting = store.queued_items(g.principal.tenant)
-        if waiting + len(fields["templates"]) > settings.tenant_queue_limit:
-            raise Problem(429, f"{waiting} of your templates are waiting already (at most {settings.tenant_queue_limit}); "
-                          "submit more when some are done", {"Retry-After": "60"})
-        # An uploaded narration counts by its content, not by where it was kept.
-        hashed = {k: v for k, v in fields.items() if k != "wait_seconds"}
-        if upload:
-            hashed["audio_url"] = "sha256:" + upload.sha256
-        request_hash = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()
-        try:
-            job, created = store.create_job(
-                g.principal.tenant, fields["audio_url"], upload.id if upload else None,
-                upload.name if upload else fields["audio_url"], fields["templates"], fields["callback_url"],
-                fields["metadata"], fields["zip"], key, request_hash)
-        except Conflict:
-            raise Problem(409, "this Idempotency-Key was already used with a different request body")
+        job, created = enqueue(fields, key, upload)
     finally:
         if upload and not created:  # refused, or a retry of a job that has its own copy
             uploads.remove(settings, upload.id)

@@ -7,6 +7,10 @@ Links are made in requests (based on the request's host unless HEYGEM_PUBLIC_URL
 callbacks, outside any request (HEYGEM_PUBLIC_URL, else the address the service listens on)."""
 from __future__ import annotations
 
+import secrets
+import threading
+import time
+
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from .problems import Problem
@@ -22,6 +26,24 @@ class Links:
         self.public_url = settings.public_url.rstrip("/")
         host = f"[{settings.host}]" if ":" in settings.host else settings.host
         self.listening = f"http://{host}:{settings.port}"
+        # Inputs handed to a remote engine by URL: random id -> (file, expiry). The id is the
+        # credential (the engine sends no token); it names one file, for a short while.
+        self.inputs: dict[str, tuple[str, float]] = {}
+        self.inputs_lock = threading.Lock()
+
+    def engine_input(self, path: str, name: str, ttl: float) -> str:
+        """A link to one local file for a remote engine to fetch, valid `ttl` seconds."""
+        ident = secrets.token_urlsafe(24)
+        now = time.monotonic()
+        with self.inputs_lock:
+            self.inputs = {k: v for k, v in self.inputs.items() if v[1] > now}
+            self.inputs[ident] = (path, now + ttl)
+        return f"{self.public_url or self.listening}/engine-inputs/{ident}/{name}"
+
+    def engine_input_file(self, ident: str) -> str | None:
+        with self.inputs_lock:
+            path, expires = self.inputs.get(ident, ("", 0.0))
+        return path if expires > time.monotonic() else None
 
     def download(self, kind: str, *ids, base: str | None = None) -> str:
         """A /download link to a job's video (job id, item index), a job's ZIP (job id) or a

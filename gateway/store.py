@@ -244,6 +244,11 @@ class Store:
         self._write(insert)
         return self.job(result["id"]), result["created"]
 
+    def job_by_key(self, tenant: str, idempotency_key: str) -> Job | None:
+        row = self._db().execute("SELECT id FROM jobs WHERE tenant=? AND idempotency_key=?",
+                                 (tenant, idempotency_key)).fetchone()
+        return self.job(row["id"]) if row else None
+
     def job(self, job_id: str, tenant: str | None = None) -> Job | None:
         db = self._db()
         query, args = "SELECT * FROM jobs WHERE id=?", [job_id]

@@ -53,7 +53,12 @@ def readyz():
     workers = current_app.extensions["workers"]
     if not any(t.is_alive() for t in workers.threads if t.name.startswith("worker-")) and settings.workers > 0:
         raise Problem(503, "no worker thread is running")
-    return {"status": "ready"}
+    # A remote engine that is down does not make the gateway unready: jobs are taken and wait for it.
+    engine = current_app.extensions["engine"]
+    health = engine.health()
+    return {"status": "ready", "engine": {
+        "name": engine.name, "url": engine.url or None, "reachable": health.reachable, "detail": health.detail,
+        "slots": settings.workers, "in_flight": engine.metrics.in_flight}}
 
 
 @bp.get("/metrics")

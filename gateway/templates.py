@@ -23,7 +23,7 @@ from .jobs import _settings, json_body
 from .problems import Problem
 from .store import TEMPLATE_ID_PREFIX, Template
 from .urlpolicy import OutboundError
-from .worker import engine_message
+from .engines.embedded import engine_message
 
 bp = Blueprint("templates", __name__, url_prefix="/api/v1")
 THUMBNAIL_SIDE = 320

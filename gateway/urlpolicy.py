@@ -152,6 +152,18 @@ class UrlPolicy:
         self.max_url_length = max_url_length
         self.ca_bundle = ca_bundle or certifi.where()
 
+    def with_servers(self, *urls: str) -> "UrlPolicy":
+        """This policy, also allowing the hosts and ports of `urls`: servers the operator
+        configured (a remote engine). Kept apart from the policy that checks users' URLs, so that
+        naming the engine does not let a job's URLs reach it."""
+        extra = []
+        for url in filter(None, urls):
+            _, host, port, _ = self._parse(url)
+            extra.append(AllowEntry.parse(f"[{host}]:{port}" if ":" in host else f"{host}:{port}"))
+        trusted = UrlPolicy([], self.max_url_length, self.ca_bundle)
+        trusted.allowed = self.allowed + extra
+        return trusted
+
     # checking -----------------------------------------------------------------------------------
 
     def check(self, url: str) -> Destination:

@@ -11,14 +11,11 @@ import os
 import shutil
 import threading
 import time
-from collections import OrderedDict
 
 from prometheus_client import Histogram
 
-import engine
-from engine import EngineError
-
 from . import paths
+from .engines import Canceled, Engine, EngineFailed, RenderTask
 from .fetch import FetchLimits, fetch
 from .problems import fault_id
 from .store import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, TEMPLATE_ID_PREFIX, Item, Job, Store
@@ -29,31 +26,17 @@ PROGRESS_INTERVAL = 0.5  # seconds between progress writes
 SWEEP_INTERVAL = 600.0
 
 
-class Canceled(Exception):
-    pass
-
-
-def engine_message(exc: EngineError, names: dict[str, str]) -> str:
-    """An engine error as its user should read it. The engine names a file by its base name
-    (`source: no face found ...`); say instead what the user sent (the URL, their file's name)."""
-    text = str(exc)
-    for path, name in names.items():
-        base = os.path.basename(path)
-        if text.startswith(base + ":"):
-            return name + text[len(base):]
-    return text
+class Interrupted(Exception):
+    """The service is stopping: the item stays running, and is run again at the next start."""
 
 
 class WorkerPool:
-    def __init__(self, settings, store: Store, registry, policy: UrlPolicy, housekeeping, publisher, deliverer):
-        self.settings, self.store, self.policy, self.housekeeping = settings, store, policy, housekeeping
-        self.publisher, self.deliverer = publisher, deliverer
+    def __init__(self, settings, store: Store, registry, policy: UrlPolicy, engine: Engine, housekeeping, publisher,
+                 deliverer):
+        self.settings, self.store, self.policy, self.engine = settings, store, policy, engine
+        self.housekeeping, self.publisher, self.deliverer = housekeeping, publisher, deliverer
         self.wake = threading.Event()
         self.stop = threading.Event()
-        # A few jobs' analysed narrations, or why one could not be analysed (not tried again
-        # for every item).
-        self.audio: OrderedDict[str, engine.AudioTrack | EngineError] = OrderedDict()
-        self.audio_lock = threading.Lock()
         self.threads: list[threading.Thread] = []
         self.item_seconds = Histogram("heygem_item_seconds", "Time to render one item", ["status"],
                                       buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600), registry=registry)
@@ -116,24 +99,6 @@ class WorkerPool:
             return path
         return self._fetch(job, job.audio_url, paths.work_file(self.settings, job.id, "narration"))
 
-    def _narration(self, job: Job, path: str) -> engine.AudioTrack:
-        with self.audio_lock:
-            known = self.audio.get(job.id)
-            if known is not None:
-                self.audio.move_to_end(job.id)
-        if known is None:
-            try:
-                known = engine.analyse_audio(path, self.settings.engine_limits)
-            except EngineError as exc:
-                known = exc
-            with self.audio_lock:
-                self.audio[job.id] = known
-                while len(self.audio) > 4:
-                    self.audio.popitem(last=False)
-        if isinstance(known, EngineError):
-            raise known
-        return known
-
     def _template(self, job: Job, item: Item) -> tuple[str, str]:
         """(path, what to call it) of the item's template."""
         if item.template.startswith(TEMPLATE_ID_PREFIX):
@@ -153,40 +118,46 @@ class WorkerPool:
             return CANCELED
         fields = {"event": "item", "job": job.id, "tenant": job.tenant, "item": item.index}
         names: dict[str, str] = {}
-        last = [0.0]
+        last: list = [0.0, ""]
         output = paths.output(settings, job.tenant, job.id, item.index)
         if os.path.isfile(output):  # rendered before a restart (outputs appear whole): store it, do not render again
             if store.rendered(item, output):
                 self.publisher.wake()
             return SUCCEEDED
 
-        def progress(done: int, total: int) -> None:
+        def report(stage: str, done: int, total: int) -> None:
+            """Progress to the store (at most every PROGRESS_INTERVAL, and at a new stage or
+            the end); a canceled job stops the item here."""
+            if self.stop.is_set():
+                raise Interrupted()
             now = time.monotonic()
-            if now - last[0] >= PROGRESS_INTERVAL or done == total:
-                last[0] = now
+            if now - last[0] >= PROGRESS_INTERVAL or stage != last[1] or (total and done == total):
+                last[:] = [now, stage]
                 if store.cancel_requested(job.id):
                     raise Canceled()
-                store.progress(item, "rendering", done, total)
+                store.progress(item, stage, done, total)
 
         try:
             store.progress(item, "downloading narration")
             narration = self._narration_file(job)
             names[narration] = job.audio_name
-            audio = self._narration(job, narration)
             store.progress(item, "downloading template")
             template, template_name = self._template(job, item)
             names[template] = template_name
             if store.cancel_requested(job.id):
                 raise Canceled()
-            store.progress(item, "analysing face")
-            engine.render(audio, template, output, on_progress=progress, cache_dir=paths.template_cache(settings),
-                          limits=settings.engine_limits)
+            with self.engine.metrics.rendering():
+                self.engine.render(RenderTask(job.id, item.index, narration, template, output, names,
+                                              paths.work_dir(settings, job.id), report))
+        except Interrupted:
+            log.info("item interrupted by shutdown", extra={**fields, "status": RUNNING})
+            return RUNNING
         except Canceled:
             store.finish_item(item, CANCELED, error="canceled while rendering")
             log.info("item canceled", extra={**fields, "status": CANCELED})
             return CANCELED
-        except (EngineError, OutboundError) as exc:
-            error = engine_message(exc, names) if isinstance(exc, EngineError) else str(exc)
+        except (EngineFailed, OutboundError) as exc:
+            error = str(exc)
             store.finish_item(item, FAILED, error=error)
             log.info("item failed", extra={**fields, "status": FAILED, "error": error})
             return FAILED

@@ -170,8 +170,8 @@ def live(tmp_path, monkeypatch):
     monkeypatch.setenv("HEYGEM_CACHE_DIR", str(tmp_path / "cache"))
     started: list[LiveServer] = []
 
-    def start(files=None, start_workers=True, **overrides) -> LiveServer:
-        started.append(LiveServer(make_settings(tmp_path, files, **overrides), start_workers))
+    def start(files=None, start_workers=True, port=0, **overrides) -> LiveServer:
+        started.append(LiveServer(make_settings(tmp_path, files, **overrides), start_workers, port))
         return started[-1]
     yield start
     for server in started:

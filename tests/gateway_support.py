@@ -62,10 +62,10 @@ def wait(client, headers, job_id, timeout=120):
 class LiveServer:
     """The service on 127.0.0.1 behind the same server `heygem serve` runs, in this process."""
 
-    def __init__(self, settings: Settings, start_workers: bool = True):
+    def __init__(self, settings: Settings, start_workers: bool = True, port: int = 0):
         self.settings = settings
         self.app = create_app(settings, start_workers=start_workers)
-        self.server = make_server(self.app, "127.0.0.1", 0)
+        self.server = make_server(self.app, "127.0.0.1", port)
         self.port = int(self.server.effective_port)
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.run, daemon=True)
