@@ -132,7 +132,7 @@ class Settings:
     engine_api_name: str = "/predict"
     engine_args: str = "audio,video"
     engine_poll_seconds: float = 1.0       # first wait between status queries; it grows 1.5x to the max
-    engine_poll_max_seconds: float = 10.0
+    engine_poll_max_seconds: float = 5.0
     engine_stall_seconds: float = 900.0    # a remote task whose progress does not move this long fails
     engine_unreachable_seconds: float = 600.0  # a remote engine that does not answer this long fails the item
     engine_max_resubmits: int = 3          # a task the engine forgot (restarted) is sent again this often
