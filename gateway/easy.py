@@ -11,13 +11,12 @@ from __future__ import annotations
 from flask import Blueprint, current_app, g, request
 
 from .auth import require, token_in_query
+from .engines.heygem_easy import BAD_PARAMETER, BUSY, DONE, FAILED as TASK_FAILED, NO_TASK, OK, RUNNING as TASK_RUNNING
 from .jobs import IDEMPOTENCY_KEY, _validated, enqueue, job_document, json_body
 from .problems import Problem
 from .store import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED
 
 bp = Blueprint("easy", __name__, url_prefix="/easy")
-OK, ERROR, BUSY, BAD_PARAMETER, NO_TASK = 10000, 9999, 10001, 10002, 10004
-RUNNING_, DONE_, FAILED_ = 1, 2, 3
 KEY_PREFIX = "easy:"  # the job's idempotency key is the task's code
 
 
@@ -73,11 +72,11 @@ def query():
     item = job.items[0]
     if job.status in (QUEUED, RUNNING) or item.status not in (SUCCEEDED, FAILED, CANCELED):
         return answer(OK, document["progress"]["stage"], {
-            "code": code, "status": RUNNING_, "progress": int(document["progress"]["percent"]),
+            "code": code, "status": TASK_RUNNING, "progress": int(document["progress"]["percent"]),
             "result": "", "msg": document["progress"]["stage"]})
     if item.status == SUCCEEDED and document["video_urls"]:
-        return answer(OK, "success", {"code": code, "status": DONE_, "progress": 100,
+        return answer(OK, "success", {"code": code, "status": DONE, "progress": 100,
                                       "result": document["video_urls"][0], "msg": "success"})
     reason = item.error or ("canceled" if item.status == CANCELED else "failed")
-    return answer(OK, reason, {"code": code, "status": FAILED_, "progress": int(document["progress"]["percent"]),
+    return answer(OK, reason, {"code": code, "status": TASK_FAILED, "progress": int(document["progress"]["percent"]),
                                "result": "", "msg": reason})

@@ -34,6 +34,7 @@ from . import CachedHealth, EngineFailed, EngineMetrics, Health, RenderTask, ext
 
 log = logging.getLogger("heygem.engine")
 DATA_ROOT = "/code/data"   # where the HeyGem container keeps its files
+# The protocol's answer codes and task states (gateway/easy.py serves the same protocol).
 OK, FAILURE, BUSY, BAD_PARAMETER, LOCKED, NO_TASK = 10000, 9999, 10001, 10002, 10003, 10004
 RUNNING, DONE, FAILED = 1, 2, 3
 PROBE_CODE = "heygem-gateway-health"
