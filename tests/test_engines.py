@@ -227,3 +227,20 @@ def test_easy_endpoints_take_the_token_in_the_query_when_allowed(live, files):
     assert requests.get(server.url + "/api/v1/jobs", params={"token": token}).status_code == 401
     closed = live(files)
     assert requests.get(closed.url + "/easy/query", params={"code": "a", "token": token}).status_code == 401
+
+
+def test_a_result_that_links_elsewhere_is_not_taken(live, files, heygem, tmp_path):
+    """HeyGem's data folder is shared: a result that is a symlink (to a secret of ours) is refused."""
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for users")
+    server = live(files, **easy_settings(heygem))
+    original = heygem._work
+
+    def linking(body, generation):
+        original(body, generation)
+        result = os.path.join(heygem.data, "temp", f"{body['code']}-r.mp4")
+        os.remove(result)
+        os.symlink(secret, result)
+    heygem._work = linking
+    job = finished(server, submit(server, [files["h264"]], files["speech"]))
+    assert job["status"] == "failed" and "is a link" in job["items"][0]["error"]

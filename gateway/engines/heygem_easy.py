@@ -136,6 +136,10 @@ class HeygemEasy:
         name = self._result_name(task, result)
         if self.shared:
             path = os.path.join(self.shared, name)
+            # Only a regular file inside the shared folder: a link there could name any file of ours.
+            if os.path.islink(path) or os.path.commonpath([os.path.realpath(path), os.path.realpath(self.shared)]) \
+                    != os.path.realpath(self.shared):
+                raise EngineFailed(f"HeyGem's result {name} is a link or lies outside its data folder; not taken")
             if not os.path.isfile(path):
                 return False
             place_output(path, task.output)
