@@ -1,21 +1,29 @@
-"""Durable job state in SQLite (WAL): one place where every job's and item's state is written
-and read.
+"""Durable job state in the database (SQLite or PostgreSQL): one place where every job's and item's
+state is written and read.
 
 An item's life: queued -> running -> storing -> succeeded, or -> failed | canceled. `storing`: its
 video is rendered and on disk, and is being put where its link will point (at once for local
 storage; an upload to S3, retried until confirmed). A job's status is derived from its items
 (`partial` when some failed and some succeeded); a job with `zip` stays running until its ZIP is
 stored too. The transaction that ends a job also writes its callback into the outbox
-(`deliveries`), so that a finished job and its callback cannot be lost apart."""
+(`deliveries`), so that a finished job and its callback cannot be lost apart.
+
+A claim of an item (`lease`) is what a worker's later writes must name: once the item was taken
+away from a silent worker (`requeue_lost`) and claimed again, the first worker's answers change
+nothing. The schema lives in gateway/migrations; the database (SQLite or PostgreSQL) in database.py."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
-import sqlite3
-import threading
+import socket
 import time
 import uuid
 from dataclasses import dataclass
+
+from .database import Database, Transaction
+
+WORKER_NAME = f"{socket.gethostname()}-{os.getpid()}"
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELED, PARTIAL = "queued", "running", "succeeded", "failed", "canceled", "partial"
 STORING = "storing"
@@ -28,61 +36,6 @@ ARCHIVE_PENDING, ARCHIVE_READY, ARCHIVE_FAILED = "pending", "ready", "failed"
 PENDING, DELIVERED = "pending", "delivered"
 # A template kept by the service, named in a job's templates by its id.
 TEMPLATE_ID_PREFIX = "tpl_"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, status TEXT NOT NULL, created REAL NOT NULL,
-    started REAL, finished REAL, audio_url TEXT NOT NULL, callback_url TEXT, metadata TEXT,
-    zip INTEGER NOT NULL DEFAULT 0, idempotency_key TEXT, request_hash TEXT,
-    cancel_requested INTEGER NOT NULL DEFAULT 0, seq INTEGER NOT NULL
-);
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (tenant, idempotency_key);
-CREATE INDEX IF NOT EXISTS jobs_tenant ON jobs (tenant, seq);
-CREATE TABLE IF NOT EXISTS items (
-    job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE, idx INTEGER NOT NULL,
-    template TEXT NOT NULL, status TEXT NOT NULL, error TEXT, output TEXT, stage TEXT,
-    frames_done INTEGER NOT NULL DEFAULT 0, frames_total INTEGER NOT NULL DEFAULT 0,
-    started REAL, finished REAL, seq INTEGER NOT NULL, PRIMARY KEY (job_id, idx)
-);
-CREATE INDEX IF NOT EXISTS items_queue ON items (status, seq, idx);
-CREATE TABLE IF NOT EXISTS revoked (jti TEXT PRIMARY KEY, revoked REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS templates (
-    id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, path TEXT NOT NULL,
-    status TEXT NOT NULL, reason TEXT, width INTEGER, height INTEGER, fps REAL, duration REAL,
-    faces INTEGER, thumbnail TEXT, created REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS templates_tenant ON templates (tenant, created);
-"""
-# Schema changes, in order; PRAGMA user_version counts those applied.
-MIGRATIONS = [
-    SCHEMA,
-    # A narration uploaded with a job is named by an id the service made, never by a string the
-    # client sent (`upload:<path>` in audio_url was read as a path); audio_name is what to call
-    # it in messages (its file name, or the URL).
-    """ALTER TABLE jobs ADD COLUMN audio_upload TEXT;
-       ALTER TABLE jobs ADD COLUMN audio_name TEXT;
-       UPDATE jobs SET audio_upload = substr(audio_url, 8), audio_name = 'the uploaded narration', audio_url = ''
-        WHERE audio_url LIKE 'upload:%';
-       UPDATE jobs SET audio_name = audio_url WHERE audio_name IS NULL;""",
-    # Object storage and result callbacks.
-    """ALTER TABLE items ADD COLUMN object_key TEXT;
-       ALTER TABLE items ADD COLUMN rendered REAL;
-       ALTER TABLE jobs ADD COLUMN archive_state TEXT;
-       ALTER TABLE jobs ADD COLUMN archive_key TEXT;
-       ALTER TABLE jobs ADD COLUMN archive_error TEXT;
-       CREATE TABLE deliveries (
-           id TEXT PRIMARY KEY, job_id TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
-           url TEXT NOT NULL, event TEXT NOT NULL, status TEXT NOT NULL,
-           attempts INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, next_attempt REAL NOT NULL,
-           last_attempt REAL, last_status INTEGER, last_error TEXT, delivered REAL, seq INTEGER NOT NULL);
-       CREATE INDEX deliveries_due ON deliveries (status, next_attempt);
-       CREATE INDEX deliveries_job ON deliveries (job_id, seq);
-       CREATE TABLE signing_secrets (
-           tenant TEXT PRIMARY KEY, secret TEXT NOT NULL, previous TEXT, rotated REAL, created REAL NOT NULL);
-       CREATE TABLE object_removals (tenant TEXT NOT NULL, job_id TEXT NOT NULL, created REAL NOT NULL,
-           PRIMARY KEY (tenant, job_id));""",
-]
-
 
 def outcome(item_statuses: list[str], cancel_requested: bool) -> str:
     """A job's status once all its items are done."""
@@ -109,6 +62,9 @@ class Item:
     finished: float | None
     rendered: float | None      # when its video was on disk
     object_key: str | None      # where it was stored (None: the local file)
+    lease: str | None = None    # the current claim (None: not claimed)
+    attempts: int = 0           # how often it was claimed
+    worker: str | None = None   # the process that claimed it last (host-pid)
 
 
 @dataclass
@@ -172,46 +128,25 @@ class Conflict(Exception):
     """The idempotency key was used with another request body."""
 
 
+def _item(row) -> Item:
+    return Item(row["job_id"], row["idx"], row["template"], row["status"], row["error"], row["output"], row["stage"],
+                row["frames_done"], row["frames_total"], row["started"], row["finished"], row["rendered"],
+                row["object_key"], row["lease"], row["attempts"], row["worker"])
+
+
 class Store:
-    def __init__(self, path: str):
-        self.path = path
-        self.local = threading.local()
-        self.write_lock = threading.Lock()  # one writer at a time: no SQLITE_BUSY retries
+    def __init__(self, url: str):
+        self.db = Database(url)
+        self.db.migrate()
         self.on_delivery = None  # called after a commit that queued a callback delivery
-        db = self._db()
-        db.execute("PRAGMA journal_mode=WAL")
-        with self.write_lock:
-            db.execute("BEGIN IMMEDIATE")
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            for number, script in enumerate(MIGRATIONS[version:], version + 1):
-                for statement in filter(str.strip, script.split(";")):
-                    db.execute(statement)
-                db.execute(f"PRAGMA user_version = {number}")
-            db.execute("COMMIT")
 
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self.local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA foreign_keys=ON")
-            db.execute("PRAGMA synchronous=NORMAL")
-            self.local.db = db
-        return db
-
-    def _write(self, statements) -> None:
-        with self.write_lock:
-            db = self._db()
-            db.execute("BEGIN IMMEDIATE")
-            self.local.queued_delivery = False
-            try:
-                statements(db)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        if self.local.queued_delivery and self.on_delivery:
+    def _write(self, statements):
+        """Run `statements(tx)` in one write transaction; what it returns."""
+        with self.db.transaction() as tx:
+            result = statements(tx)
+        if tx.queued_delivery and self.on_delivery:
             self.on_delivery()
+        return result
 
     # jobs -------------------------------------------------------------------------------------
 
@@ -219,357 +154,437 @@ class Store:
                    callback_url: str | None, metadata: dict | None, zip_: bool, idempotency_key: str | None,
                    request_hash: str) -> tuple[Job, bool]:
         """(job, created): an idempotency key seen before with the same body returns that job."""
-        result: dict = {}
-
-        def insert(db: sqlite3.Connection) -> None:
+        def insert(tx: Transaction) -> tuple[str, bool]:
             if idempotency_key:
-                row = db.execute("SELECT id, request_hash FROM jobs WHERE tenant=? AND idempotency_key=?",
-                                 (tenant, idempotency_key)).fetchone()
+                row = tx.one("SELECT id, request_hash FROM jobs WHERE tenant=:tenant AND idempotency_key=:key",
+                             tenant=tenant, key=idempotency_key)
                 if row:
                     if row["request_hash"] != request_hash:
                         raise Conflict(idempotency_key)
-                    result["id"], result["created"] = row["id"], False
-                    return
+                    return row["id"], False
             job_id = uuid.uuid4().hex
-            seq = (db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0])
-            db.execute("INSERT INTO jobs (id, tenant, status, created, audio_url, audio_upload, audio_name, callback_url, "
-                       "metadata, zip, idempotency_key, request_hash, seq) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                       (job_id, tenant, QUEUED, time.time(), audio_url, audio_upload, audio_name, callback_url,
-                        json.dumps(metadata) if metadata is not None else None, int(zip_), idempotency_key,
-                        request_hash, seq))
-            db.executemany("INSERT INTO items (job_id, idx, template, status, seq) VALUES (?,?,?,?,?)",
-                           [(job_id, i, t, QUEUED, seq) for i, t in enumerate(templates)])
-            result["id"], result["created"] = job_id, True
+            seq = tx.value("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs")
+            tx.run("INSERT INTO jobs (id, tenant, status, created, audio_url, audio_upload, audio_name, callback_url, "
+                   "metadata, zip, idempotency_key, request_hash, seq) VALUES (:id, :tenant, :status, :created, "
+                   ":audio_url, :audio_upload, :audio_name, :callback_url, :metadata, :zip, :key, :hash, :seq)",
+                   id=job_id, tenant=tenant, status=QUEUED, created=time.time(), audio_url=audio_url,
+                   audio_upload=audio_upload, audio_name=audio_name, callback_url=callback_url,
+                   metadata=json.dumps(metadata) if metadata is not None else None, zip=int(zip_),
+                   key=idempotency_key, hash=request_hash, seq=seq)
+            tx.run_many("INSERT INTO items (job_id, idx, template, status, seq) VALUES (:job, :idx, :template, :status, :seq)",
+                        [{"job": job_id, "idx": i, "template": t, "status": QUEUED, "seq": seq}
+                         for i, t in enumerate(templates)])
+            return job_id, True
 
-        self._write(insert)
-        return self.job(result["id"]), result["created"]
+        job_id, created = self._write(insert)
+        return self.job(job_id), created
 
     def job_by_key(self, tenant: str, idempotency_key: str) -> Job | None:
-        row = self._db().execute("SELECT id FROM jobs WHERE tenant=? AND idempotency_key=?",
-                                 (tenant, idempotency_key)).fetchone()
-        return self.job(row["id"]) if row else None
+        job_id = self.db.value("SELECT id FROM jobs WHERE tenant=:tenant AND idempotency_key=:key",
+                               tenant=tenant, key=idempotency_key)
+        return self.job(job_id) if job_id else None
 
     def job(self, job_id: str, tenant: str | None = None) -> Job | None:
-        db = self._db()
-        query, args = "SELECT * FROM jobs WHERE id=?", [job_id]
-        if tenant is not None:
-            query, args = query + " AND tenant=?", args + [tenant]
-        row = db.execute(query, args).fetchone()
+        query = "SELECT * FROM jobs WHERE id=:id" + (" AND tenant=:tenant" if tenant is not None else "")
+        row = self.db.one(query, id=job_id, tenant=tenant)
         if row is None:
             return None
-        items = [Item(r["job_id"], r["idx"], r["template"], r["status"], r["error"], r["output"], r["stage"],
-                      r["frames_done"], r["frames_total"], r["started"], r["finished"], r["rendered"], r["object_key"])
-                 for r in db.execute("SELECT * FROM items WHERE job_id=? ORDER BY idx", (job_id,))]
+        items = [_item(r) for r in self.db.rows("SELECT * FROM items WHERE job_id=:id ORDER BY idx", id=job_id)]
         return Job(row["id"], row["tenant"], row["status"], row["created"], row["started"], row["finished"],
                    row["audio_url"], row["audio_upload"], row["audio_name"], row["callback_url"],
                    json.loads(row["metadata"]) if row["metadata"] else None, bool(row["zip"]),
                    bool(row["cancel_requested"]), row["seq"], items, row["archive_state"], row["archive_key"],
                    row["archive_error"])
 
+    def _jobs(self, ids) -> list[Job]:
+        return [job for job_id in ids if (job := self.job(job_id)) is not None]
+
     def jobs(self, tenant: str, status: str | None, limit: int, before_seq: int | None) -> list[Job]:
-        query, args = "SELECT id FROM jobs WHERE tenant=?", [tenant]
+        query = "SELECT id FROM jobs WHERE tenant=:tenant"
         if status:
-            query, args = query + " AND status=?", args + [status]
+            query += " AND status=:status"
         if before_seq is not None:
-            query, args = query + " AND seq<?", args + [before_seq]
-        rows = self._db().execute(query + " ORDER BY seq DESC LIMIT ?", args + [limit]).fetchall()
-        return [job for row in rows if (job := self.job(row["id"])) is not None]
+            query += " AND seq<:before"
+        rows = self.db.rows(query + " ORDER BY seq DESC LIMIT :limit", tenant=tenant, status=status,
+                            before=before_seq, limit=limit)
+        return self._jobs(row["id"] for row in rows)
 
     def queue_position(self, job: Job) -> int:
         """Items queued ahead of this job's first queued item (0: next)."""
-        return self._db().execute("SELECT COUNT(*) FROM items WHERE status=? AND seq<?", (QUEUED, job.seq)).fetchone()[0]
+        return self.db.value("SELECT COUNT(*) FROM items WHERE status=:queued AND seq<:seq", queued=QUEUED, seq=job.seq)
 
     def queued_items(self, tenant: str | None = None) -> int:
         """Items waiting to render (only `tenant`'s, when given)."""
         if tenant is None:
-            return self._db().execute("SELECT COUNT(*) FROM items WHERE status=?", (QUEUED,)).fetchone()[0]
-        return self._db().execute("SELECT COUNT(*) FROM items JOIN jobs ON jobs.id = items.job_id "
-                                  "WHERE items.status=? AND jobs.tenant=?", (QUEUED, tenant)).fetchone()[0]
+            return self.db.value("SELECT COUNT(*) FROM items WHERE status=:queued", queued=QUEUED)
+        return self.db.value("SELECT COUNT(*) FROM items JOIN jobs ON jobs.id = items.job_id "
+                             "WHERE items.status=:queued AND jobs.tenant=:tenant", queued=QUEUED, tenant=tenant)
 
     def counts_by_status(self) -> dict[str, int]:
-        return dict(self._db().execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
+        return {row["status"]: row["n"] for row in self.db.rows("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")}
 
     def request_cancel(self, job_id: str) -> None:
-        def cancel(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
-            db.execute("UPDATE items SET status=?, finished=?, error='canceled before it started' "
-                       "WHERE job_id=? AND status=?", (CANCELED, time.time(), job_id, QUEUED))
-            self._refresh(db, job_id)
+        def cancel(tx: Transaction) -> None:
+            tx.run("UPDATE jobs SET cancel_requested=1 WHERE id=:id", id=job_id)
+            tx.run("UPDATE items SET status=:canceled, finished=:now, error='canceled before it started' "
+                   "WHERE job_id=:id AND status=:queued", canceled=CANCELED, now=time.time(), id=job_id, queued=QUEUED)
+            self._refresh(tx, job_id)
         self._write(cancel)
 
     def cancel_requested(self, job_id: str) -> bool:
-        row = self._db().execute("SELECT cancel_requested FROM jobs WHERE id=?", (job_id,)).fetchone()
-        return row is None or bool(row[0])  # a deleted job counts as canceled
+        row = self.db.one("SELECT cancel_requested FROM jobs WHERE id=:id", id=job_id)
+        return row is None or bool(row["cancel_requested"])  # a deleted job counts as canceled
 
     def delete_job(self, job_id: str, has_objects: bool = False) -> None:
         """Forget the job (its items and deliveries with it). `has_objects`: its stored objects
         are to be removed too, which is remembered here until `object_removed`."""
-        def delete(db: sqlite3.Connection) -> None:
-            row = db.execute("SELECT tenant FROM jobs WHERE id=?", (job_id,)).fetchone()
-            if row and has_objects:
-                db.execute("INSERT OR IGNORE INTO object_removals VALUES (?, ?, ?)", (row["tenant"], job_id, time.time()))
-            db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+        def delete(tx: Transaction) -> None:
+            tenant = tx.value("SELECT tenant FROM jobs WHERE id=:id", id=job_id)
+            if tenant and has_objects:
+                self._remember_removal(tx, tenant, job_id)
+            tx.run("DELETE FROM jobs WHERE id=:id", id=job_id)
         self._write(delete)
 
     def object_removals(self) -> list[tuple[str, str]]:
         """(tenant, job id) of deleted jobs whose objects are still to be removed."""
-        return [(r[0], r[1]) for r in self._db().execute("SELECT tenant, job_id FROM object_removals ORDER BY created")]
+        return [(r["tenant"], r["job_id"]) for r in self.db.rows("SELECT tenant, job_id FROM object_removals ORDER BY created")]
 
     def remember_object_removal(self, tenant: str, job_id: str) -> None:
-        self._write(lambda db: db.execute("INSERT OR IGNORE INTO object_removals VALUES (?, ?, ?)",
-                                          (tenant, job_id, time.time())))
+        self._write(lambda tx: self._remember_removal(tx, tenant, job_id))
+
+    @staticmethod
+    def _remember_removal(tx: Transaction, tenant: str, job_id: str) -> None:
+        tx.run("INSERT INTO object_removals (tenant, job_id, created) VALUES (:tenant, :job, :now) "
+               "ON CONFLICT DO NOTHING", tenant=tenant, job=job_id, now=time.time())
 
     def object_removed(self, tenant: str, job_id: str) -> None:
-        self._write(lambda db: db.execute("DELETE FROM object_removals WHERE tenant=? AND job_id=?", (tenant, job_id)))
+        self._write(lambda tx: tx.run("DELETE FROM object_removals WHERE tenant=:tenant AND job_id=:job",
+                                      tenant=tenant, job=job_id))
 
     def expired_jobs(self, older_than: float) -> list[tuple[str, str]]:
-        return [(r["id"], r["tenant"]) for r in self._db().execute(
-            "SELECT id, tenant FROM jobs WHERE created<? AND status NOT IN (?, ?)", (older_than, QUEUED, RUNNING))]
+        return [(r["id"], r["tenant"]) for r in self.db.rows(
+            "SELECT id, tenant FROM jobs WHERE created<:older AND status NOT IN (:queued, :running)",
+            older=older_than, queued=QUEUED, running=RUNNING)]
 
     # items ------------------------------------------------------------------------------------
 
+    def _claimed(self, tx: Transaction, job_id: str, idx: int) -> str:
+        """Mark the item running under a new lease, by this process; the lease."""
+        lease, now = uuid.uuid4().hex, time.time()
+        tx.run("UPDATE items SET status=:running, started=:now, heartbeat=:now, stage='starting', frames_done=0, "
+               "lease=:lease, attempts=attempts+1, worker=:worker WHERE job_id=:job AND idx=:idx",
+               running=RUNNING, now=now, lease=lease, worker=WORKER_NAME, job=job_id, idx=idx)
+        tx.run("UPDATE jobs SET started=COALESCE(started, :now) WHERE id=:job", now=now, job=job_id)
+        self._refresh(tx, job_id)
+        return lease
+
+    def _item_now(self, job_id: str, idx: int) -> Item | None:
+        row = self.db.one("SELECT * FROM items WHERE job_id=:job AND idx=:idx", job=job_id, idx=idx)
+        return _item(row) if row else None
+
     def claim_item(self) -> Item | None:
         """The oldest queued item, now running; None when the queue is empty."""
-        claimed: dict = {}
-
-        def claim(db: sqlite3.Connection) -> None:
-            row = db.execute("SELECT job_id, idx FROM items WHERE status=? ORDER BY seq, idx LIMIT 1", (QUEUED,)).fetchone()
+        def claim(tx: Transaction) -> tuple[str, int] | None:
+            row = tx.one("SELECT job_id, idx FROM items WHERE status=:queued ORDER BY seq, idx LIMIT 1", queued=QUEUED)
             if row is None:
-                return
-            now = time.time()
-            db.execute("UPDATE items SET status=?, started=?, stage='starting' WHERE job_id=? AND idx=?",
-                       (RUNNING, now, row["job_id"], row["idx"]))
-            db.execute("UPDATE jobs SET started=COALESCE(started, ?) WHERE id=?", (now, row["job_id"]))
-            self._refresh(db, row["job_id"])
-            claimed.update(job_id=row["job_id"], idx=row["idx"])
+                return None
+            self._claimed(tx, row["job_id"], row["idx"])
+            return row["job_id"], row["idx"]
 
-        self._write(claim)
-        if not claimed:
-            return None
-        job = self.job(claimed["job_id"])
-        return job.items[claimed["idx"]] if job else None
+        claimed = self._write(claim)
+        return self._item_now(*claimed) if claimed else None
+
+    def claim(self, job_id: str, idx: int, lost_after: float) -> Item | None:
+        """This item, now running under a new lease: if it is queued, or if its worker has not
+        been heard from for `lost_after` seconds. None otherwise (done, canceled, or running
+        elsewhere): a task delivered twice renders once."""
+        def claim(tx: Transaction) -> bool:
+            row = tx.one("SELECT status, heartbeat FROM items WHERE job_id=:job AND idx=:idx", job=job_id, idx=idx)
+            if row is None:
+                return False
+            lost = row["status"] in (RUNNING, STORING) and (row["heartbeat"] or 0) < time.time() - lost_after
+            if row["status"] != QUEUED and not lost:
+                return False
+            self._claimed(tx, job_id, idx)
+            return True
+
+        return self._item_now(job_id, idx) if self._write(claim) else None
 
     def progress(self, item: Item, stage: str, done: int = 0, total: int = 0) -> None:
-        self._write(lambda db: db.execute("UPDATE items SET stage=?, frames_done=?, frames_total=? WHERE job_id=? AND idx=? "
-                                          "AND status=?", (stage, done, total, item.job_id, item.index, RUNNING)))
+        self._write(lambda tx: tx.run(
+            "UPDATE items SET stage=:stage, frames_done=:done, frames_total=:total, heartbeat=:now "
+            "WHERE job_id=:job AND idx=:idx AND status=:running AND lease=:lease",
+            stage=stage, done=done, total=total, now=time.time(), job=item.job_id, idx=item.index, running=RUNNING,
+            lease=item.lease))
+
+    def heartbeat(self, leases: list[str]) -> None:
+        """Workers holding these leases are alive."""
+        if leases:
+            self._write(lambda tx: tx.run_many("UPDATE items SET heartbeat=:now WHERE lease=:lease",
+                                               [{"now": time.time(), "lease": lease} for lease in leases]))
 
     def finish_item(self, item: Item, status: str, error: str | None = None) -> None:
         """A running item failed or was canceled (one that moved on meanwhile is left alone)."""
-        def finish(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE items SET status=?, error=?, finished=?, stage=NULL WHERE job_id=? AND idx=? AND status=?",
-                       (status, error, time.time(), item.job_id, item.index, RUNNING))
-            self._refresh(db, item.job_id)
+        def finish(tx: Transaction) -> None:
+            tx.run("UPDATE items SET status=:status, error=:error, finished=:now, stage=NULL "
+                   "WHERE job_id=:job AND idx=:idx AND status=:running AND lease=:lease",
+                   status=status, error=error, now=time.time(), job=item.job_id, idx=item.index, running=RUNNING,
+                   lease=item.lease)
+            self._refresh(tx, item.job_id)
         self._write(finish)
 
     def rendered(self, item: Item, path: str) -> bool:
-        """The item's video is on disk at `path`: it is to be stored. False when the item was
-        past that already (another thread saw the file first, or it was canceled)."""
-        changed: dict = {}
-
-        def render_done(db: sqlite3.Connection) -> None:
-            changed["n"] = db.execute(
-                "UPDATE items SET status=?, output=?, rendered=?, stage='storing the video' "
-                "WHERE job_id=? AND idx=? AND status IN (?, ?)",
-                (STORING, path, time.time(), item.job_id, item.index, QUEUED, RUNNING)).rowcount
-            if changed["n"]:
-                self._refresh(db, item.job_id)
-        self._write(render_done)
-        return bool(changed["n"])
+        """The item's video is at `path`: it is to be stored. False when the item was past that
+        already (another thread saw the file first, it was canceled, or, for a claimed item,
+        another worker holds it now). An item found rendered without a claim (`lease` None: an
+        external engine's output) is taken whatever its claim."""
+        def render_done(tx: Transaction) -> bool:
+            changed = tx.run(
+                "UPDATE items SET status=:storing, output=:path, rendered=:now, heartbeat=:now, stage='storing the video' "
+                "WHERE job_id=:job AND idx=:idx AND status IN (:queued, :running) AND (CAST(:lease AS TEXT) IS NULL OR lease=:lease)",
+                storing=STORING, path=path, now=time.time(), job=item.job_id, idx=item.index, queued=QUEUED,
+                running=RUNNING, lease=item.lease).rowcount
+            if changed:
+                self._refresh(tx, item.job_id)
+            return bool(changed)
+        return self._write(render_done)
 
     def stored(self, item: Item, object_key: str | None) -> None:
         """The item's video is where its link points (`object_key` in the bucket; None: the
         local file): it succeeded."""
-        def store_done(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE items SET status=?, object_key=?, finished=?, stage=NULL WHERE job_id=? AND idx=? "
-                       "AND status=?", (SUCCEEDED, object_key, time.time(), item.job_id, item.index, STORING))
-            self._refresh(db, item.job_id)
+        def store_done(tx: Transaction) -> None:
+            tx.run("UPDATE items SET status=:succeeded, object_key=:key, finished=:now, stage=NULL "
+                   "WHERE job_id=:job AND idx=:idx AND status=:storing",
+                   succeeded=SUCCEEDED, key=object_key, now=time.time(), job=item.job_id, idx=item.index, storing=STORING)
+            self._refresh(tx, item.job_id)
         self._write(store_done)
 
     def fail_storing(self, item: Item, error: str) -> None:
-        def give_up(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE items SET status=?, error=?, finished=?, stage=NULL WHERE job_id=? AND idx=? AND status=?",
-                       (FAILED, error, time.time(), item.job_id, item.index, STORING))
-            self._refresh(db, item.job_id)
+        def give_up(tx: Transaction) -> None:
+            tx.run("UPDATE items SET status=:failed, error=:error, finished=:now, stage=NULL "
+                   "WHERE job_id=:job AND idx=:idx AND status=:storing",
+                   failed=FAILED, error=error, now=time.time(), job=item.job_id, idx=item.index, storing=STORING)
+            self._refresh(tx, item.job_id)
         self._write(give_up)
 
     def storing_items(self) -> list[Item]:
-        rows = self._db().execute("SELECT job_id, idx FROM items WHERE status=? ORDER BY seq, idx", (STORING,)).fetchall()
-        return [job.items[row["idx"]] for row in rows if (job := self.job(row["job_id"])) is not None]
+        rows = self.db.rows("SELECT * FROM items WHERE status=:storing ORDER BY seq, idx", storing=STORING)
+        return [_item(row) for row in rows]
 
     def archiving_jobs(self) -> list[Job]:
-        rows = self._db().execute("SELECT id FROM jobs WHERE archive_state=? ORDER BY seq", (ARCHIVE_PENDING,)).fetchall()
-        return [job for row in rows if (job := self.job(row["id"])) is not None]
+        rows = self.db.rows("SELECT id FROM jobs WHERE archive_state=:pending ORDER BY seq", pending=ARCHIVE_PENDING)
+        return self._jobs(row["id"] for row in rows)
 
     def archive_done(self, job_id: str, object_key: str | None, error: str | None = None) -> None:
         """The job's ZIP is stored (`object_key`; None: the local file), or `error` says why it
         is not; either way the job can end."""
-        def done(db: sqlite3.Connection) -> None:
-            db.execute("UPDATE jobs SET archive_state=?, archive_key=?, archive_error=? WHERE id=? AND archive_state=?",
-                       (ARCHIVE_FAILED if error else ARCHIVE_READY, object_key, error, job_id, ARCHIVE_PENDING))
-            self._refresh(db, job_id)
+        def done(tx: Transaction) -> None:
+            tx.run("UPDATE jobs SET archive_state=:state, archive_key=:key, archive_error=:error "
+                   "WHERE id=:id AND archive_state=:pending", state=ARCHIVE_FAILED if error else ARCHIVE_READY,
+                   key=object_key, error=error, id=job_id, pending=ARCHIVE_PENDING)
+            self._refresh(tx, job_id)
         self._write(done)
 
+    def _requeue(self, tx: Transaction, where: str, **params) -> int:
+        """Items matching `where` go back to the queue, unclaimed and not yet sent."""
+        jobs = {row["job_id"] for row in tx.rows(f"SELECT DISTINCT job_id FROM items WHERE {where}", **params)}
+        count = tx.run(f"UPDATE items SET status=:queued, stage=NULL, frames_done=0, lease=NULL, dispatched=NULL "
+                       f"WHERE {where}", queued=QUEUED, **params).rowcount
+        for job_id in sorted(jobs):
+            self._refresh(tx, job_id)
+        return count
+
+    def release(self, item: Item) -> None:
+        """A worker that is stopping gives its item back to the queue (if it still holds it)."""
+        self._write(lambda tx: self._requeue(tx, "job_id=:job AND idx=:idx AND lease=:lease AND status=:running",
+                                             job=item.job_id, idx=item.index, lease=item.lease, running=RUNNING))
+
     def requeue_interrupted(self) -> int:
-        """Items left running by a crash or restart go back to the queue."""
-        count: dict = {}
+        """Items left running by a crash or restart of this (only) process go back to the queue."""
+        return self._write(lambda tx: self._requeue(tx, "status=:running", running=RUNNING))
 
-        def requeue(db: sqlite3.Connection) -> None:
-            count["n"] = db.execute("UPDATE items SET status=?, stage=NULL, frames_done=0 WHERE status=?",
-                                    (QUEUED, RUNNING)).rowcount
-            for (job_id,) in db.execute("SELECT DISTINCT job_id FROM items WHERE status=?", (QUEUED,)).fetchall():
-                self._refresh(db, job_id)
-        self._write(requeue)
-        return count["n"]
+    def requeue_lost(self, lost_after: float) -> int:
+        """Items whose worker has not been heard from for `lost_after` seconds (killed, or cut off)
+        go back to the queue: a rendering one, and a storing one (its video is on that worker's
+        disk)."""
+        return self._write(lambda tx: self._requeue(
+            tx, "status IN (:running, :storing) AND lease IS NOT NULL AND COALESCE(heartbeat, 0) < :since",
+            running=RUNNING, storing=STORING, since=time.time() - lost_after))
 
-    def _refresh(self, db: sqlite3.Connection, job_id: str) -> None:
-        statuses = [r[0] for r in db.execute("SELECT status FROM items WHERE job_id=?", (job_id,))]
-        job = db.execute("SELECT status, cancel_requested, zip, archive_state, callback_url FROM jobs WHERE id=?",
-                         (job_id,)).fetchone()
+    # dispatch to a broker (HEYGEM_QUEUE=celery) ---------------------------------------------------
+
+    def undispatched_items(self, limit: int) -> list[tuple[str, int]]:
+        """Queued items not yet sent to the broker, oldest first."""
+        return [(r["job_id"], r["idx"]) for r in self.db.rows(
+            "SELECT job_id, idx FROM items WHERE status=:queued AND dispatched IS NULL ORDER BY seq, idx LIMIT :limit",
+            queued=QUEUED, limit=limit)]
+
+    def dispatched(self, sent: list[tuple[str, int]]) -> None:
+        self._write(lambda tx: tx.run_many(
+            "UPDATE items SET dispatched=:now WHERE job_id=:job AND idx=:idx AND status=:queued",
+            [{"now": time.time(), "job": job, "idx": idx, "queued": QUEUED} for job, idx in sent]))
+
+    def redispatch(self) -> int:
+        """Every queued item is to be sent again (the broker lost its messages)."""
+        return self._write(lambda tx: tx.run("UPDATE items SET dispatched=NULL WHERE status=:queued AND dispatched "
+                                             "IS NOT NULL", queued=QUEUED).rowcount)
+
+    def in_flight_items(self) -> int:
+        """Items that should have a message at the broker: queued and sent, or claimed."""
+        return self.db.value("SELECT COUNT(*) FROM items WHERE (status=:queued AND dispatched IS NOT NULL) "
+                             "OR status IN (:running, :storing)", queued=QUEUED, running=RUNNING, storing=STORING)
+
+    def _refresh(self, tx: Transaction, job_id: str) -> None:
+        statuses = [r["status"] for r in tx.rows("SELECT status FROM items WHERE job_id=:id", id=job_id)]
+        job = tx.one("SELECT status, cancel_requested, zip, archive_state, callback_url FROM jobs WHERE id=:id", id=job_id)
         if not statuses or job is None:
             return
         if all(s in ITEM_DONE for s in statuses):
             status, succeeded = outcome(statuses, job["cancel_requested"]), statuses.count(SUCCEEDED)
             if job["zip"] and succeeded and job["archive_state"] not in (ARCHIVE_READY, ARCHIVE_FAILED):
                 # The job ends when its ZIP is stored: its callback carries the ZIP's link.
-                db.execute("UPDATE jobs SET status=?, archive_state=? WHERE id=?", (RUNNING, ARCHIVE_PENDING, job_id))
+                tx.run("UPDATE jobs SET status=:running, archive_state=:pending WHERE id=:id",
+                       running=RUNNING, pending=ARCHIVE_PENDING, id=job_id)
                 return
-            db.execute("UPDATE jobs SET status=?, finished=COALESCE(finished, ?) WHERE id=?", (status, time.time(), job_id))
+            tx.run("UPDATE jobs SET status=:status, finished=COALESCE(finished, :now) WHERE id=:id",
+                   status=status, now=time.time(), id=job_id)
             if job["status"] not in JOB_DONE and job["callback_url"]:
-                self._add_delivery(db, job_id, job["callback_url"], "job." + status)
+                self._add_delivery(tx, job_id, job["callback_url"], "job." + status)
         else:
             status = QUEUED if all(s == QUEUED for s in statuses) else RUNNING
-            db.execute("UPDATE jobs SET status=?, finished=NULL WHERE id=?", (status, job_id))
+            tx.run("UPDATE jobs SET status=:status, finished=NULL WHERE id=:id", status=status, id=job_id)
 
     # callbacks ------------------------------------------------------------------------------------
 
-    def _add_delivery(self, db: sqlite3.Connection, job_id: str, url: str, event: str) -> None:
-        self.local.queued_delivery = True
+    @staticmethod
+    def _add_delivery(tx: Transaction, job_id: str, url: str, event: str) -> None:
+        tx.queued_delivery = True
         now = time.time()
-        seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM deliveries").fetchone()[0]
-        db.execute("INSERT INTO deliveries (id, job_id, url, event, status, created, next_attempt, seq) "
-                   "VALUES (?,?,?,?,?,?,?,?)", ("dlv_" + uuid.uuid4().hex, job_id, url, event, PENDING, now, now, seq))
+        seq = tx.value("SELECT COALESCE(MAX(seq), 0) + 1 FROM deliveries")
+        tx.run("INSERT INTO deliveries (id, job_id, url, event, status, created, next_attempt, seq) "
+               "VALUES (:id, :job, :url, :event, :pending, :now, :now, :seq)",
+               id="dlv_" + uuid.uuid4().hex, job=job_id, url=url, event=event, pending=PENDING, now=now, seq=seq)
 
     def redeliver(self, job: Job, most: int) -> str | None:
         """Send the finished job's callback again, as a new delivery. Refused (the reason is
         returned) while one is still on its way, or when the job has had `most` deliveries."""
-        refused: dict = {}
-
-        def add(db: sqlite3.Connection) -> None:
-            pending, total = db.execute("SELECT SUM(status=?), COUNT(*) FROM deliveries WHERE job_id=?",
-                                        (PENDING, job.id)).fetchone()
-            if pending:
-                refused["why"] = "a delivery of this job's callback is still on its way; see the job's 'callback'"
-            elif total >= most:
-                refused["why"] = f"this job's callback has been delivered {total} times, the most there may be"
-            else:
-                self._add_delivery(db, job.id, job.callback_url, "job." + job.status)
-        self._write(add)
-        return refused.get("why")
+        def add(tx: Transaction) -> str | None:
+            row = tx.one("SELECT COUNT(CASE WHEN status=:pending THEN 1 END) AS pending, COUNT(*) AS total "
+                         "FROM deliveries WHERE job_id=:job", pending=PENDING, job=job.id)
+            if row["pending"]:
+                return "a delivery of this job's callback is still on its way; see the job's 'callback'"
+            if row["total"] >= most:
+                return f"this job's callback has been delivered {row['total']} times, the most there may be"
+            self._add_delivery(tx, job.id, job.callback_url, "job." + job.status)
+            return None
+        return self._write(add)
 
     # A pending delivery behind an earlier pending one of its job waits for it (in order per job).
-    _READY = ("FROM deliveries AS d JOIN jobs ON jobs.id = d.job_id WHERE d.status=? AND NOT EXISTS "
-              "(SELECT 1 FROM deliveries AS e WHERE e.job_id=d.job_id AND e.status=? AND e.seq<d.seq)")
+    _READY = ("FROM deliveries AS d JOIN jobs ON jobs.id = d.job_id WHERE d.status=:pending AND NOT EXISTS "
+              "(SELECT 1 FROM deliveries AS e WHERE e.job_id=d.job_id AND e.status=:pending AND e.seq<d.seq)")
 
     def due_deliveries(self, now: float, limit: int, skip_tenants: set[str] = frozenset()) -> list[Delivery]:
         """Deliveries whose attempt is due: the oldest of each tenant (those in `skip_tenants`
         left out), oldest first; none behind an earlier pending one of its job (callbacks
         arrive in order). One per tenant: a tenant with many due deliveries cannot crowd out
         the others."""
-        skip = sorted(skip_tenants)
-        rows = self._db().execute(
+        skip = {f"skip{i}": tenant for i, tenant in enumerate(sorted(skip_tenants))}
+        not_skipped = f" AND jobs.tenant NOT IN ({', '.join(':' + name for name in skip)})" if skip else ""
+        rows = self.db.rows(
             f"SELECT * FROM (SELECT d.*, jobs.tenant AS tenant, ROW_NUMBER() OVER (PARTITION BY jobs.tenant "
-            f"ORDER BY d.next_attempt, d.seq) AS rank {self._READY} AND d.next_attempt<=? "
-            f"AND jobs.tenant NOT IN ({','.join('?' * len(skip))})) WHERE rank=1 ORDER BY next_attempt LIMIT ?",
-            (PENDING, PENDING, now, *skip, limit))
-        return [Delivery(**{k: v for k, v in dict(row).items() if k != "rank"}) for row in rows]
+            f"ORDER BY d.next_attempt, d.seq) AS rank {self._READY} AND d.next_attempt<=:now{not_skipped}) AS due "
+            f"WHERE rank=1 ORDER BY next_attempt LIMIT :limit", pending=PENDING, now=now, limit=limit, **skip)
+        return [Delivery(**{k: v for k, v in row.items() if k != "rank"}) for row in rows]
 
     def next_delivery_at(self) -> float | None:
-        return self._db().execute(f"SELECT MIN(d.next_attempt) {self._READY}", (PENDING, PENDING)).fetchone()[0]
+        return self.db.value(f"SELECT MIN(d.next_attempt) {self._READY}", pending=PENDING)
 
     def latest_delivery(self, job_id: str) -> Delivery | None:
-        row = self._db().execute("SELECT d.*, jobs.tenant AS tenant FROM deliveries AS d JOIN jobs ON jobs.id = d.job_id "
-                                 "WHERE d.job_id=? ORDER BY d.seq DESC LIMIT 1", (job_id,)).fetchone()
-        return Delivery(**dict(row)) if row else None
+        row = self.db.one("SELECT d.*, jobs.tenant AS tenant FROM deliveries AS d JOIN jobs ON jobs.id = d.job_id "
+                          "WHERE d.job_id=:job ORDER BY d.seq DESC LIMIT 1", job=job_id)
+        return Delivery(**row) if row else None
 
     def claim_delivery(self, delivery_id: str, now: float, lease_seconds: float) -> bool:
         """Take a due delivery for one attempt: it is not due again until the lease ends (then
         it is tried again, should this process die mid-attempt). False when another took it."""
-        claimed: dict = {}
-        self._write(lambda db: claimed.update(n=db.execute(
-            "UPDATE deliveries SET next_attempt=? WHERE id=? AND status=? AND next_attempt<=?",
-            (now + lease_seconds, delivery_id, PENDING, now)).rowcount))
-        return bool(claimed["n"])
+        return bool(self._write(lambda tx: tx.run(
+            "UPDATE deliveries SET next_attempt=:until WHERE id=:id AND status=:pending AND next_attempt<=:now",
+            until=now + lease_seconds, id=delivery_id, pending=PENDING, now=now).rowcount))
 
     def delivery_attempted(self, delivery_id: str, status: str, http_status: int | None, error: str | None,
                            next_attempt: float | None) -> None:
         """One attempt's outcome: `status` delivered, pending (again at `next_attempt`) or failed."""
         now = time.time()
-        self._write(lambda db: db.execute(
-            "UPDATE deliveries SET status=?, attempts=attempts+1, last_attempt=?, last_status=?, last_error=?, "
-            "next_attempt=COALESCE(?, next_attempt), delivered=? WHERE id=?",
-            (status, now, http_status, error, next_attempt, now if status == DELIVERED else None, delivery_id)))
+        self._write(lambda tx: tx.run(
+            "UPDATE deliveries SET status=:status, attempts=attempts+1, last_attempt=:now, last_status=:http, "
+            "last_error=:error, next_attempt=COALESCE(:next, next_attempt), delivered=:delivered WHERE id=:id",
+            status=status, now=now, http=http_status, error=error, next=next_attempt,
+            delivered=now if status == DELIVERED else None, id=delivery_id))
 
     def signing_secret(self, tenant: str, rotate: bool = False) -> tuple[str, str | None, float | None]:
         """(secret, previous secret, when it was rotated) of the tenant's callback signatures,
         made on first use; `rotate` makes a new one (the old one becomes `previous`)."""
-        def get(db: sqlite3.Connection) -> None:
-            row = db.execute("SELECT secret FROM signing_secrets WHERE tenant=?", (tenant,)).fetchone()
+        query = "SELECT secret, previous, rotated FROM signing_secrets WHERE tenant=:tenant"
+
+        def get(tx: Transaction):
+            row = tx.one(query, tenant=tenant)
             if row is None:
-                db.execute("INSERT INTO signing_secrets (tenant, secret, created) VALUES (?, ?, ?)",
-                           (tenant, "whsec_" + secrets.token_urlsafe(32), time.time()))
+                tx.run("INSERT INTO signing_secrets (tenant, secret, created) VALUES (:tenant, :secret, :now)",
+                       tenant=tenant, secret="whsec_" + secrets.token_urlsafe(32), now=time.time())
             elif rotate:
-                db.execute("UPDATE signing_secrets SET previous=secret, secret=?, rotated=? WHERE tenant=?",
-                           ("whsec_" + secrets.token_urlsafe(32), time.time(), tenant))
-        row = self._db().execute("SELECT secret, previous, rotated FROM signing_secrets WHERE tenant=?", (tenant,)).fetchone()
+                tx.run("UPDATE signing_secrets SET previous=secret, secret=:secret, rotated=:now WHERE tenant=:tenant",
+                       secret="whsec_" + secrets.token_urlsafe(32), now=time.time(), tenant=tenant)
+            return tx.one(query, tenant=tenant)
+
+        row = self.db.one(query, tenant=tenant)
         if row is None or rotate:
-            self._write(get)
-            row = self._db().execute("SELECT secret, previous, rotated FROM signing_secrets WHERE tenant=?",
-                                     (tenant,)).fetchone()
+            row = self._write(get)
         return row["secret"], row["previous"], row["rotated"]
 
     # templates --------------------------------------------------------------------------------
 
     def add_template(self, template: Template) -> None:
-        values = tuple(template.__dict__.values())
-        self._write(lambda db: db.execute(f"INSERT INTO templates VALUES ({','.join('?' * len(values))})", values))
+        values = dict(template.__dict__)
+        self._write(lambda tx: tx.run(f"INSERT INTO templates ({', '.join(values)}) "
+                                      f"VALUES ({', '.join(':' + name for name in values)})", **values))
 
     def template(self, template_id: str, tenant: str | None = None) -> Template | None:
         """The template `template_id` (only if `tenant`'s, when given)."""
-        query, args = "SELECT * FROM templates WHERE id=?", [template_id]
-        if tenant is not None:
-            query, args = query + " AND tenant=?", args + [tenant]
-        row = self._db().execute(query, args).fetchone()
-        return Template(**dict(row)) if row else None
+        query = "SELECT * FROM templates WHERE id=:id" + (" AND tenant=:tenant" if tenant is not None else "")
+        row = self.db.one(query, id=template_id, tenant=tenant)
+        return Template(**row) if row else None
 
     def templates(self, tenant: str) -> list[Template]:
-        rows = self._db().execute("SELECT * FROM templates WHERE tenant=? ORDER BY created DESC", (tenant,))
-        return [Template(**dict(row)) for row in rows]
+        rows = self.db.rows("SELECT * FROM templates WHERE tenant=:tenant ORDER BY created DESC", tenant=tenant)
+        return [Template(**row) for row in rows]
 
     def delete_template(self, template_id: str) -> None:
-        self._write(lambda db: db.execute("DELETE FROM templates WHERE id=?", (template_id,)))
+        self._write(lambda tx: tx.run("DELETE FROM templates WHERE id=:id", id=template_id))
 
     def unfinished_jobs(self) -> list[Job]:
-        rows = self._db().execute("SELECT id FROM jobs WHERE status IN (?, ?)", (QUEUED, RUNNING)).fetchall()
-        return [job for row in rows if (job := self.job(row["id"])) is not None]
+        rows = self.db.rows("SELECT id FROM jobs WHERE status IN (:queued, :running)", queued=QUEUED, running=RUNNING)
+        return self._jobs(row["id"] for row in rows)
 
     # housekeeping -----------------------------------------------------------------------------
 
     def live_uploads(self) -> set[str]:
         """Uploaded narrations that unfinished jobs still need."""
-        rows = self._db().execute("SELECT audio_upload FROM jobs WHERE audio_upload IS NOT NULL AND status IN (?, ?)",
-                                  (QUEUED, RUNNING))
-        return {row[0] for row in rows}
+        rows = self.db.rows("SELECT audio_upload FROM jobs WHERE audio_upload IS NOT NULL AND status IN (:queued, :running)",
+                            queued=QUEUED, running=RUNNING)
+        return {row["audio_upload"] for row in rows}
 
     def unfinished_job_ids(self) -> set[str]:
-        return {row[0] for row in self._db().execute("SELECT id FROM jobs WHERE status IN (?, ?)", (QUEUED, RUNNING))}
+        return {row["id"] for row in self.db.rows("SELECT id FROM jobs WHERE status IN (:queued, :running)",
+                                                  queued=QUEUED, running=RUNNING)}
 
     def template_ids(self) -> set[str]:
-        return {row[0] for row in self._db().execute("SELECT id FROM templates")}
+        return {row["id"] for row in self.db.rows("SELECT id FROM templates")}
 
     # tokens -----------------------------------------------------------------------------------
 
     def revoke(self, jti: str) -> None:
-        self._write(lambda db: db.execute("INSERT OR IGNORE INTO revoked (jti, revoked) VALUES (?, ?)", (jti, time.time())))
+        self._write(lambda tx: tx.run("INSERT INTO revoked (jti, revoked) VALUES (:jti, :now) ON CONFLICT DO NOTHING",
+                                      jti=jti, now=time.time()))
 
     def is_revoked(self, jti: str) -> bool:
-        return self._db().execute("SELECT 1 FROM revoked WHERE jti=?", (jti,)).fetchone() is not None
+        return self.db.value("SELECT 1 FROM revoked WHERE jti=:jti", jti=jti) is not None
