@@ -14,10 +14,12 @@ from . import engines
 from . import storage as storages
 from .callbacks import Deliverer
 from .config import Settings
+from .database import url_from
 from .housekeeping import Housekeeping
 from .jobs import Waiters
 from .links import Links
 from .publisher import Publisher
+from .shared import SharedFiles
 from .store import Store
 from .system import StateCollector
 from .templates import AnalysisSlots
@@ -63,7 +65,7 @@ def create_app(settings: Settings | None = None, start_workers: bool = True) -> 
     app = Flask(__name__)
     app.config["SETTINGS"] = settings
     app.json.sort_keys = False
-    store = Store(settings.database)
+    store = Store(url_from(settings))
     registry = CollectorRegistry()
     registry.register(StateCollector(store, settings))
     policy = UrlPolicy(settings.allowed_hosts, settings.max_url_length, settings.ca_bundle)
@@ -72,10 +74,18 @@ def create_app(settings: Settings | None = None, start_workers: bool = True) -> 
     publisher = Publisher(settings, store, storage)
     deliverer = Deliverer(settings, store, policy, links)
     store.on_delivery = deliverer.wake  # a job ended: its callback goes out now, not at the next poll
-    housekeeping = Housekeeping(settings, store, storage, publisher)
+    shared = SharedFiles(settings, storage)
+    housekeeping = Housekeeping(settings, store, storage, publisher, shared)
     engine = engines.from_settings(settings, policy, links, registry)
-    workers = WorkerPool(settings, store, registry, policy, engine, housekeeping, publisher, deliverer)
+    dispatcher = None
+    if settings.queue == "celery":
+        from .dispatch import Dispatcher
+        from .tasks import celery_app
+        dispatcher = Dispatcher(settings, store, celery_app(settings))
+    workers = WorkerPool(settings, store, registry, policy, engine, housekeeping, publisher, deliverer, shared,
+                         dispatcher)
     app.extensions.update(store=store, registry=registry, workers=workers, urlpolicy=policy, storage=storage, engine=engine,
+                          shared=shared,
                           housekeeping=housekeeping, links=links, deliverer=deliverer,
                           waiters=Waiters(settings.max_waiters),
                           analyses=AnalysisSlots(settings.max_analyses))

@@ -23,8 +23,13 @@ class Gone(Exception):
     """The job was deleted while its ZIP was being made."""
 
 
-def archive(settings, job: Job) -> str:
-    """The path of the job's ZIP, made now if it was not yet."""
+def _on_disk(item, path: str) -> bool:
+    return os.path.isfile(path)
+
+
+def archive(settings, job: Job, local_copy=_on_disk) -> str:
+    """The path of the job's ZIP, made now if it was not yet. `local_copy(item, path)`: whether
+    the item's video is at `path` (a publisher fetches it there from object storage)."""
     if any(item.status not in ITEM_DONE for item in job.items):
         raise Unfinished(job.id)
     path = paths.archive(settings, job.tenant, job.id)
@@ -35,7 +40,7 @@ def archive(settings, job: Job) -> str:
     try:
         with lock:
             if not os.path.exists(path):
-                _build(settings, job, path)
+                _build(settings, job, path, local_copy)
     except FileNotFoundError as exc:  # its folder went with the job
         raise Gone(job.id) from exc
     finally:
@@ -44,7 +49,7 @@ def archive(settings, job: Job) -> str:
     return path
 
 
-def _build(settings, job: Job, path: str) -> None:
+def _build(settings, job: Job, path: str, local_copy) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)  # a job whose every item failed has no folder yet
     status = outcome([item.status for item in job.items], job.cancel_requested)
     manifest = {"job": job.id, "status": status, "metadata": job.metadata, "items": []}
@@ -55,7 +60,7 @@ def _build(settings, job: Job, path: str) -> None:
                 video = paths.output(settings, job.tenant, job.id, item.index)
                 entry = {"index": item.index, "template": item.template, "status": item.status,
                          "error": item.error, "file": None}
-                if item.status == SUCCEEDED and os.path.isfile(video):
+                if item.status == SUCCEEDED and local_copy(item, video):
                     entry["file"] = os.path.basename(video)  # output_001.mp4: never a caller's name
                     bundle.write(video, entry["file"])
                 manifest["items"].append(entry)

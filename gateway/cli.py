@@ -44,6 +44,25 @@ def _serve(args) -> int:
     return 0
 
 
+def _worker(args) -> int:
+    from .tasks import run_worker
+
+    settings = Settings.from_env()
+    if settings.queue != "celery":
+        print("error: a render worker needs HEYGEM_QUEUE=celery (and HEYGEM_BROKER_URL, HEYGEM_DATABASE_URL, "
+              "HEYGEM_STORAGE=s3, the same as the gateway's)", file=sys.stderr)
+        return 2
+    return run_worker(settings)
+
+
+def _db_upgrade(args) -> int:
+    from .database import Database, url_from
+
+    Database(url_from(Settings.from_env())).migrate()
+    print("the database schema is up to date")
+    return 0
+
+
 def _token_create(args) -> int:
     from .auth import create_token
 
@@ -58,21 +77,23 @@ def _token_create(args) -> int:
 
 
 def _token_revoke(args) -> int:
+    from .database import url_from
     from .store import Store
 
-    Store(Settings.from_env().database).revoke(args.jti)
+    Store(url_from(Settings.from_env())).revoke(args.jti)
     print(f"revoked {args.jti}")
     return 0
 
 
 def _tenant_secret(args) -> int:
     from .auth import TENANT, TENANT_RULE
+    from .database import url_from
     from .store import Store
 
     if not TENANT.fullmatch(args.tenant):
         print(f"error: tenant {args.tenant!r}: {TENANT_RULE}", file=sys.stderr)
         return 2
-    secret, _, _ = Store(Settings.from_env().database).signing_secret(args.tenant, rotate=args.rotate)
+    secret, _, _ = Store(url_from(Settings.from_env())).signing_secret(args.tenant, rotate=args.rotate)
     print(secret)
     if args.rotate:
         print("rotated: callbacks are signed with the old secret as well for 24 hours", file=sys.stderr)
@@ -88,6 +109,11 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", help="default HEYGEM_HOST or 127.0.0.1")
     serve.add_argument("--port", type=int, help="default HEYGEM_PORT or 8000")
     serve.set_defaults(handler=_serve)
+    worker = commands.add_parser("worker", help="render items sent by the gateways (HEYGEM_QUEUE=celery)")
+    worker.set_defaults(handler=_worker)
+    db = commands.add_parser("db", help="the database").add_subparsers(dest="action", required=True)
+    db.add_parser("upgrade", help="apply the schema's migrations (the gateway also does at start)").set_defaults(
+        handler=_db_upgrade)
     token = commands.add_parser("token", help="issue or revoke API tokens").add_subparsers(dest="action", required=True)
     create = token.add_parser("create", help="print a signed JWT for a tenant")
     create.add_argument("--tenant", required=True)

@@ -46,6 +46,7 @@ def _read_config_file(path: str) -> dict[str, str]:
 @dataclass
 class Settings:
     data_dir: str = "data"                 # SQLite database, downloads, secret
+    database_url: str = ""                 # postgresql://user:password@host:5432/db (default: SQLite in data_dir)
     outputs_dir: str = ""                  # default: <data_dir>/outputs
     host: str = "127.0.0.1"
     port: int = 8000
@@ -139,6 +140,15 @@ class Settings:
     # /easy/submit and /easy/query (HeyGem's own API, for its clients): also accept the token as
     # ?token=... for clients that cannot send an Authorization header (it then shows in URLs).
     easy_token_in_query: bool = False
+    # Scale-out (README "Scaling out"): `threads` renders in this process (the default); `celery`
+    # sends each item as a Celery task through Redis to `heygem worker` processes on any machine,
+    # with the state in PostgreSQL and every file in object storage (HEYGEM_STORAGE=s3).
+    queue: str = "threads"
+    broker_url: str = ""                   # redis://host:6379/0
+    visibility_timeout: int = 21600        # seconds Redis holds an unacknowledged task before another worker gets it
+    worker_lost_seconds: float = 60.0      # a claimed item whose worker has been silent this long is run again
+    heartbeat_seconds: float = 10.0        # how often a worker says it is alive
+    dispatch_check_seconds: float = 15.0   # how often the gateway checks the broker still holds every sent item
 
     @classmethod
     def from_env(cls, env: dict | None = None, **overrides) -> "Settings":
@@ -177,7 +187,30 @@ class Settings:
         settings.link_secret = settings.link_secret or _secret(settings.data_dir, "link-secret")
         settings._check_storage()
         settings._check_engine()
+        settings._check_queue()
         return settings
+
+    def _check_queue(self) -> None:
+        if self.queue not in ("threads", "celery"):
+            raise ValueError(f"HEYGEM_QUEUE must be threads or celery, not {self.queue!r}")
+        if self.queue != "celery":
+            return
+        if not re.match(r"rediss?://", self.broker_url):
+            raise ValueError("HEYGEM_QUEUE=celery needs HEYGEM_BROKER_URL (redis://host:6379/0)")
+        if self.engine == "heygem-easy" and not self.engine_shared_dir:
+            raise ValueError("HEYGEM_QUEUE=celery with HEYGEM_ENGINE=heygem-easy needs HEYGEM_ENGINE_SHARED_DIR: the "
+                             "worker runs beside its HeyGem and hands it files through that folder")
+        if self.storage != "s3":
+            raise ValueError("HEYGEM_QUEUE=celery needs HEYGEM_STORAGE=s3: workers on other machines read the "
+                             "inputs from, and put the videos in, object storage")
+        if not self.heartbeat_seconds * 2 <= self.worker_lost_seconds < self.visibility_timeout:
+            raise ValueError("HEYGEM_WORKER_LOST_SECONDS must be at least twice HEYGEM_HEARTBEAT_SECONDS and less "
+                             "than HEYGEM_VISIBILITY_TIMEOUT")
+
+    @property
+    def render_queue(self) -> str:
+        """The Celery queue of this engine's items: workers with another engine take other queues."""
+        return "render." + self.engine
 
     def _check_engine(self) -> None:
         if self.engine not in ENGINES:

@@ -11,6 +11,7 @@ from .archives import Gone, archive
 from .auth import require
 from .jobs import _own_job
 from .problems import Problem
+from .storage import StorageError
 from .store import JOB_DONE, SUCCEEDED, Job
 
 bp = Blueprint("downloads", __name__)
@@ -76,7 +77,12 @@ def _file(kind: str, ids: list) -> tuple[str, str]:
     template = store.template(ids[0])
     if template is None or not template.thumbnail:
         raise gone
-    return paths.template_file(settings, template.tenant, template.id, "thumbnail.jpg"), "image/jpeg"
+    path = paths.template_file(settings, template.tenant, template.id, "thumbnail.jpg")
+    try:
+        current_app.extensions["shared"].fetch(path)  # made by another gateway
+    except StorageError as exc:
+        raise Problem(503, "object storage is unreachable; try again shortly", {"Retry-After": "30"}) from exc
+    return path, "image/jpeg"
 
 
 @bp.get("/download/<token>")

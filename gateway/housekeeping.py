@@ -23,8 +23,8 @@ def _names(folder: str) -> list[str]:
 
 
 class Housekeeping:
-    def __init__(self, settings, store: Store, storage, publisher):
-        self.settings, self.store, self.storage, self.publisher = settings, store, storage, publisher
+    def __init__(self, settings, store: Store, storage, publisher, shared):
+        self.settings, self.store, self.storage, self.publisher, self.shared = settings, store, storage, publisher, shared
 
     def delete_job(self, job: Job) -> None:
         """Forget a job and remove its files: its videos, its downloads, its uploaded narration.
@@ -40,7 +40,7 @@ class Housekeeping:
             except ValueError:  # a name from before names were checked: nothing safe to remove
                 log.warning("job files not removed", extra={"event": "housekeeping", "job": job.id})
         if job.audio_upload:
-            uploads.remove(self.settings, job.audio_upload)
+            uploads.remove(self.settings, self.shared, job.audio_upload)
 
     def startup(self) -> None:
         """Before the workers start: what a crash or kill left half-made."""
@@ -74,7 +74,7 @@ class Housekeeping:
             except FileNotFoundError:
                 continue
             if upload_id not in live and age > UPLOAD_GRACE_SECONDS:
-                uploads.remove(settings, upload_id)
+                uploads.remove(settings, self.shared, upload_id)
         for job_id in work_ids:
             if job_id not in unfinished:
                 shutil.rmtree(paths.work_dir(settings, job_id), ignore_errors=True)

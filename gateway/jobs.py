@@ -277,12 +277,14 @@ def _submit(audio_key: str, templates_key: str):
         upload = uploads.save(settings, request.files["audio"], "narration")
     created = False
     try:
+        if upload:
+            uploads.share(_ext("shared"), upload.path)
         body = _form_body(templates_key) if upload else json_body()
         fields = _validated(body, audio_key, templates_key, uploaded=upload is not None)
         job, created = enqueue(fields, key, upload)
     finally:
         if upload and not created:  # refused, or a retry of a job that has its own copy
-            uploads.remove(settings, upload.id)
+            uploads.remove(settings, _ext("shared"), upload.id)
     _ext("workers").notify()
     job = _ext("waiters").wait(store, job, fields["wait_seconds"])
     finished = job.status not in (QUEUED, RUNNING)

@@ -44,7 +44,9 @@ class Publisher:
             self.wakeup.clear()
 
     def publish_once(self) -> None:
-        steps = [(self._video, item) for item in self.store.storing_items()]
+        # With HEYGEM_QUEUE=celery a video is on the disk of the worker that rendered it, which
+        # stores it itself (store_video).
+        steps = [(self._video, item) for item in self.store.storing_items()] if self.settings.queue == "threads" else []
         steps += [(self._archive, job) for job in self.store.archiving_jobs()]
         steps += [(self._remove, removal) for removal in self.store.object_removals()]
         for step, subject in steps:
@@ -52,6 +54,16 @@ class Publisher:
                 step(subject)
             except Exception:  # noqa: BLE001 - one bad step does not hold back the others
                 log.exception("publish step failed", extra={"event": "storage", "step": step.__name__})
+
+    def store_video(self, item: Item, stop: threading.Event) -> None:
+        """Store one video just rendered here, now: retried with backoff until it is stored,
+        given up on, or this process stops (then it is rendered again elsewhere)."""
+        what = ("video", item.job_id, item.index)
+        while not stop.is_set():
+            self._video(item)
+            if what not in self.failures:
+                return
+            stop.wait(max(0.0, self.failures[what][1] - time.monotonic()))
 
     # steps --------------------------------------------------------------------------------------
 
@@ -77,9 +89,11 @@ class Publisher:
         self.wake()  # its job's ZIP may be due now: the next round starts at once
         if self._deleted_meanwhile(job):
             return
-        if self.storage.remote and not self.settings.s3_keep_local and not job.zip:
+        # Confirmed in the bucket; a job with zip keeps it for its ZIP (made here, unless workers
+        # render: then the ZIP is made from the bucket).
+        if self.storage.remote and not self.settings.s3_keep_local and (not job.zip or self.settings.queue == "celery"):
             with contextlib.suppress(FileNotFoundError):
-                os.remove(path)  # confirmed in the bucket (a job with zip keeps it for its ZIP)
+                os.remove(path)
         log.info("item succeeded", extra={"event": "item", "job": job.id, "tenant": job.tenant, "item": item.index,
                                           "status": "succeeded", "object": key,
                                           "store_seconds": round(time.time() - (item.rendered or time.time()), 3)})
@@ -89,7 +103,7 @@ class Publisher:
         if not self._due(what):
             return
         try:
-            path = archive(self.settings, job)
+            path = archive(self.settings, job, self._local_copy)
             key = self.storage.key(job.tenant, job.id, os.path.basename(path))
             self.storage.put(key, path, ZIP_TYPE)
         except Gone:
@@ -106,6 +120,18 @@ class Publisher:
         if self.storage.remote and not self.settings.s3_keep_local:
             shutil.rmtree(paths.job_outputs(self.settings, job.tenant, job.id), ignore_errors=True)
         log.info("archive stored", extra={"event": "archive", "job": job.id, "tenant": job.tenant, "object": key})
+
+    def _local_copy(self, item: Item, path: str) -> bool:
+        """Whether the item's video is at `path`, fetched from the bucket if it was stored there
+        (by a worker on another machine). StorageError when the bucket cannot be read."""
+        if os.path.isfile(path) or not (self.storage.remote and item.object_key):
+            return os.path.isfile(path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            self.storage.get(item.object_key, path)
+        except FileNotFoundError:
+            return False
+        return True
 
     def _remove(self, removal: tuple[str, str]) -> None:
         tenant, job_id = removal

@@ -139,6 +139,24 @@ class S3Storage:
         if stored != size:
             raise StorageError(f"could not store {key}: the store holds {stored} bytes of {size}")
 
+    def get(self, key: str, path: str) -> None:
+        """Download `key` to `path` (it appears whole or not at all). FileNotFoundError when there
+        is no such object, StorageError when the store cannot be read."""
+        try:
+            self.client.fget_object(self.bucket, key, path)
+        except S3Error as exc:
+            if exc.code in ("NoSuchKey", "NoSuchBucket"):
+                raise FileNotFoundError(key) from exc
+            raise StorageError(f"could not read {key}: {_describe(exc)}") from exc
+        except (MinioException, urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+            raise StorageError(f"could not read {key}: {_describe(exc)}") from exc
+
+    def remove(self, key: str) -> None:
+        try:
+            self.client.remove_object(self.bucket, key)
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise StorageError(f"could not remove {key}: {_describe(exc)}") from exc
+
     def url(self, key: str) -> str:
         if self.links == "public":
             return f"{self.public_url}/{quote(key)}"

@@ -15,7 +15,7 @@ from werkzeug.utils import secure_filename
 import engine
 from engine.media import probe_video, read_frames, read_image
 
-from . import links, paths
+from . import links, paths, uploads
 from .auth import require
 from .edge import accepts_uploads
 from .fetch import FetchLimits, fetch
@@ -122,6 +122,8 @@ def create_template():
         template = Template(template_id, tenant, name, source, status, reason, info.width, info.height,
                             info.fps, info.duration if not info.is_image else None,
                             track.faces_max if track else 0, thumbnail, time.time())
+        for kept in filter(None, (source, thumbnail)):
+            uploads.share(current_app.extensions["shared"], kept)
         store.add_template(template)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -156,4 +158,6 @@ def delete_template(template_id: str):
     template = _own_template(template_id)
     current_app.extensions["store"].delete_template(template.id)
     shutil.rmtree(paths.template_dir(_settings(), template.tenant, template.id), ignore_errors=True)
+    for name in ("source", "thumbnail.jpg"):
+        current_app.extensions["shared"].remove(paths.template_file(_settings(), template.tenant, template.id, name))
     return "", 204

@@ -2,7 +2,9 @@
 multipart upload makes one; a job names it by the id made here, never by anything a client sent."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import uuid
 from dataclasses import dataclass
@@ -12,6 +14,9 @@ from werkzeug.utils import secure_filename
 
 from . import paths
 from .problems import Problem
+from .storage import StorageError
+
+log = logging.getLogger("heygem.uploads")
 
 
 @dataclass(frozen=True)
@@ -38,8 +43,22 @@ def save(settings, upload: FileStorage, default_name: str) -> Upload:
     return Upload(upload_id, path, secure_filename(upload.filename or "") or default_name, digest)
 
 
-def remove(settings, upload_id: str) -> None:
+def remove(settings, shared, upload_id: str) -> None:
+    """The upload, here and (when workers render elsewhere) in object storage."""
     try:
-        os.remove(paths.upload(settings, upload_id))
-    except (FileNotFoundError, ValueError):
-        pass
+        path = paths.upload(settings, upload_id)
+    except ValueError:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+    shared.remove(path)
+
+
+def share(shared, path: str) -> None:
+    """Make a file sent with a request readable by the workers (HEYGEM_QUEUE=celery); 503 when
+    object storage cannot take it."""
+    try:
+        shared.publish(path)
+    except StorageError as exc:
+        log.warning("could not share an upload", extra={"event": "storage", "error": str(exc)})
+        raise Problem(503, "object storage is unreachable; try again shortly", {"Retry-After": "30"}) from exc
