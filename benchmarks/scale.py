@@ -97,6 +97,31 @@ def store_write_rate(url: str, threads: int = 8, seconds: float = 5.0) -> dict:
     return {"threads": threads, "writes_per_second": round(sum(counts) / seconds)}
 
 
+def broker_send_rate(settings: dict, tasks: int = 2000) -> dict:
+    """Tasks a second one gateway sends to Redis (to a scratch queue nobody consumes)."""
+    from gateway.config import Settings
+    from gateway.tasks import RENDER, celery_app
+    app = celery_app(Settings.from_env(env={}, data_dir=tempfile.mkdtemp(), **settings))
+    started = time.perf_counter()
+    with app.producer_or_acquire() as producer:
+        for i in range(tasks):
+            app.send_task(RENDER, args=["bench", i], queue="bench.scratch", producer=producer)
+    return {"tasks": tasks, "tasks_per_second": round(tasks / (time.perf_counter() - started))}
+
+
+def object_store_rate(s3: S3Server, video: str, uploads: int = 10) -> dict:
+    """MB/s of video uploads to the S3 server (moto's here, not MinIO: a floor, not a ceiling)."""
+    client = s3.client()
+    if not client.bucket_exists("bench"):
+        client.make_bucket("bench")
+    size = os.path.getsize(video)
+    started = time.perf_counter()
+    for i in range(uploads):
+        client.fput_object("bench", f"v{i}.mp4", video)
+    seconds = time.perf_counter() - started
+    return {"video_mb": round(size / 2**20, 2), "mb_per_second": round(uploads * size / 2**20 / seconds, 1)}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--items", type=int, default=8)
@@ -124,14 +149,28 @@ def main() -> int:
         report["two_workers"] = run_batch(gateway, headers, body, args.items, args.pollers)
         report["speed_up"] = round(report["two_workers"]["items_per_minute"] / report["one_worker"]["items_per_minute"], 2)
         report["store"] = store_write_rate(postgres.url)
+        report["redis"] = broker_send_rate(settings)
+        videos = [os.path.join(root, name) for root, _, names in os.walk(os.path.join(work, "gateway")) for name in names
+                  if name.endswith(".mp4")]
+        sample = videos[0] if videos else None
+        if sample is None:  # the workers removed theirs once stored: take one back from the bucket
+            sample = os.path.join(work, "sample.mp4")
+            key = next(o.object_name for o in s3.client().list_objects("videos", recursive=True)
+                       if o.object_name.endswith(".mp4"))
+            s3.client().fget_object("videos", key, sample)
+        report["object_store"] = object_store_rate(s3, sample)
         seconds_per_item = 60 / report["one_worker"]["items_per_minute"]
         # A rendering item writes progress at most twice a second and a heartbeat every
         # HEYGEM_HEARTBEAT_SECONDS (10); its transitions are a handful of writes.
         writes_per_item_second = 2 + 0.1 + 10 / seconds_per_item
+        items_per_second_per_core = 1 / seconds_per_item
         report["estimate"] = {
             "seconds_per_item_per_core": round(seconds_per_item, 1),
             "store_writes_per_rendering_item_per_second": round(writes_per_item_second, 2),
-            "items_rendering_at_once_the_store_carries": int(report["store"]["writes_per_second"] / writes_per_item_second),
+            "cores_rendering_at_once_the_store_carries": int(report["store"]["writes_per_second"] / writes_per_item_second),
+            "cores_the_broker_carries": int(report["redis"]["tasks_per_second"] / items_per_second_per_core),
+            "cores_the_object_store_carries": int(report["object_store"]["mb_per_second"]
+                                                  / (report["object_store"]["video_mb"] * items_per_second_per_core)),
         }
     finally:
         for worker in workers:

@@ -5,9 +5,9 @@ render (re-posed lower face), media (decode / encode). Entry points are re-expor
 """
 from .audio import AudioTrack, MouthTrack, analyse_audio
 from .errors import AudioError, EngineError, MediaError, NoFaceError
-from .face import TemplateTrack, prepare_template
+from .face import TemplateTrack, analysis_file, prepare_template
 from .media import Limits
 from .pipeline import RenderResult, render, render_batch
 
 __all__ = ["AudioTrack", "MouthTrack", "analyse_audio", "AudioError", "EngineError", "MediaError",
-           "NoFaceError", "Limits", "TemplateTrack", "prepare_template", "RenderResult", "render", "render_batch"]
+           "NoFaceError", "Limits", "TemplateTrack", "analysis_file", "prepare_template", "RenderResult", "render", "render_batch"]

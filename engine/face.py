@@ -220,6 +220,11 @@ def _cache_path(cache_dir: str, sha: str) -> str:
     return os.path.join(cache_dir, f"{sha}-v{CACHE_VERSION}.npz")
 
 
+def analysis_file(path: str, cache_dir: str | None = None) -> str:
+    """Where `prepare_template` keeps the analysis of this file's content (it may not exist yet)."""
+    return _cache_path(cache_dir or default_cache_dir(), file_sha256(path))
+
+
 def _save(track: TemplateTrack, path: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     crops = [cv2.imencode(".png", s.image)[1] for s in track.library]

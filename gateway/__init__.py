@@ -76,7 +76,7 @@ def create_app(settings: Settings | None = None, start_workers: bool = True) -> 
     store.on_delivery = deliverer.wake  # a job ended: its callback goes out now, not at the next poll
     shared = SharedFiles(settings, storage)
     housekeeping = Housekeeping(settings, store, storage, publisher, shared)
-    engine = engines.from_settings(settings, policy, links, registry)
+    engine = engines.from_settings(settings, policy, links, registry, shared)
     dispatcher = None
     if settings.queue == "celery":
         from .dispatch import Dispatcher

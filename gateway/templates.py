@@ -122,7 +122,9 @@ def create_template():
         template = Template(template_id, tenant, name, source, status, reason, info.width, info.height,
                             info.fps, info.duration if not info.is_image else None,
                             track.faces_max if track else 0, thumbnail, time.time())
-        for kept in filter(None, (source, thumbnail)):
+        # Workers on other machines read the template, and its analysis, from object storage.
+        analysis = track and engine.analysis_file(source, paths.template_cache(settings))
+        for kept in (path for path in (source, thumbnail, analysis) if path and os.path.exists(path)):
             uploads.share(current_app.extensions["shared"], kept)
         store.add_template(template)
     except BaseException:

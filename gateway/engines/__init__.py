@@ -141,7 +141,7 @@ def place_output(source: str, output: str) -> None:
     os.replace(partial, output)
 
 
-def from_settings(settings, policy, links, registry) -> Engine:
+def from_settings(settings, policy, links, registry, shared) -> Engine:
     """The engine the settings choose (HEYGEM_ENGINE)."""
     metrics = EngineMetrics(registry, settings.engine, settings.workers)
     if settings.engine == "heygem-easy":
@@ -151,4 +151,4 @@ def from_settings(settings, policy, links, registry) -> Engine:
         from .gradio_app import GradioApp
         return GradioApp(settings, policy.with_servers(settings.engine_url), metrics)
     from .embedded import Embedded
-    return Embedded(settings, metrics)
+    return Embedded(settings, metrics, shared)

@@ -1,6 +1,7 @@
 """The embedded engine: renders on this machine's CPU, in the worker's thread."""
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -9,7 +10,10 @@ import engine
 from engine import EngineError
 
 from .. import paths
+from ..storage import StorageError
 from . import EngineFailed, EngineMetrics, Health, RenderTask
+
+log = logging.getLogger("heygem.engine")
 
 NARRATIONS_KEPT = 4  # analysed narrations kept for the next items of their jobs
 
@@ -29,8 +33,8 @@ class Embedded:
     name = "embedded"
     url = ""
 
-    def __init__(self, settings, metrics: EngineMetrics):
-        self.settings, self.metrics = settings, metrics
+    def __init__(self, settings, metrics: EngineMetrics, shared):
+        self.settings, self.metrics, self.shared = settings, metrics, shared
         metrics.up.set(1)
         # A few jobs' analysed narrations, or why one could not be analysed (not tried again for
         # every item).
@@ -56,14 +60,36 @@ class Embedded:
         return known
 
     def render(self, task: RenderTask) -> None:
+        cache_dir = paths.template_cache(self.settings)
         try:
             audio = self._narration(task.narration)
             task.report("analysing face", 0, 0)
+            analysis, fetched = self._shared_analysis(task.template, cache_dir)
             engine.render(audio, task.template, task.output,
                           on_progress=lambda done, total: task.report("rendering", done, total),
-                          cache_dir=paths.template_cache(self.settings), limits=self.settings.engine_limits)
+                          cache_dir=cache_dir, limits=self.settings.engine_limits)
         except EngineError as exc:
             raise EngineFailed(engine_message(exc, task.names)) from exc
+        if analysis and not fetched and os.path.exists(analysis):
+            self._share(analysis)
+
+    def _shared_analysis(self, template: str, cache_dir: str) -> tuple[str | None, bool]:
+        """(the template's analysis file, whether another machine had made it): with workers on
+        several machines a template is analysed once, by the first (HEYGEM_QUEUE=celery)."""
+        if not self.shared.active:
+            return None, False
+        analysis = engine.analysis_file(template, cache_dir)
+        try:
+            return analysis, self.shared.fetch(analysis)
+        except StorageError as exc:
+            log.warning("template analysis not fetched; analysing here", extra={"event": "storage", "error": str(exc)})
+            return analysis, False
+
+    def _share(self, analysis: str) -> None:
+        try:
+            self.shared.publish(analysis)
+        except StorageError as exc:  # the next worker analyses it again; nothing is lost
+            log.warning("template analysis not shared", extra={"event": "storage", "error": str(exc)})
 
     def health(self) -> Health:
         return Health(True, "renders on this machine's CPU")
