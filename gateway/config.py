@@ -149,6 +149,7 @@ class Settings:
     worker_lost_seconds: float = 60.0      # a claimed item whose worker has been silent this long is run again
     heartbeat_seconds: float = 10.0        # how often a worker says it is alive
     dispatch_check_seconds: float = 15.0   # how often the gateway checks the broker still holds every sent item
+    max_attempts: int = 3                  # an item whose worker went silent this many times fails
 
     @classmethod
     def from_env(cls, env: dict | None = None, **overrides) -> "Settings":
@@ -195,6 +196,9 @@ class Settings:
             raise ValueError(f"HEYGEM_QUEUE must be threads or celery, not {self.queue!r}")
         if self.queue != "celery":
             return
+        if not self.database_url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+            raise ValueError("HEYGEM_QUEUE=celery needs HEYGEM_DATABASE_URL (postgresql://user:password@host/db): "
+                             "gateways and workers share one database")
         if not re.match(r"rediss?://", self.broker_url):
             raise ValueError("HEYGEM_QUEUE=celery needs HEYGEM_BROKER_URL (redis://host:6379/0)")
         if self.engine == "heygem-easy" and not self.engine_shared_dir:

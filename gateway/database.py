@@ -58,8 +58,10 @@ class Database:
         self.url = sa.engine.make_url(url)
         self.sqlite = self.url.get_backend_name() == "sqlite"
         if self.sqlite:
+            # As many pooled connections as threads that use them (HTTP threads, workers, loops):
+            # no connection opened and closed per use.
             base = sa.create_engine(self.url, connect_args={"timeout": 30, "check_same_thread": False},
-                                    poolclass=sa.pool.QueuePool, pool_size=8, max_overflow=-1)
+                                    poolclass=sa.pool.QueuePool, pool_size=32, max_overflow=-1)
             sa.event.listen(base, "connect", _sqlite_pragmas)
         else:
             base = sa.create_engine(self.url, pool_size=5, max_overflow=20, pool_pre_ping=True, pool_recycle=1800)
@@ -67,6 +69,10 @@ class Database:
         # Transactions are begun and ended by the statements below, not by the driver.
         self.engine = base.execution_options(isolation_level="AUTOCOMMIT")
         self.write_lock = threading.Lock()  # this process's writers queue here, not in busy retries
+        # The database's clock in epoch seconds: heartbeats written by one machine are judged by
+        # another, so both read the same clock.
+        self.now = ("(julianday('now') - 2440587.5) * 86400.0" if self.sqlite
+                    else "extract(epoch from clock_timestamp())")
 
     # reads --------------------------------------------------------------------------------------
 
@@ -87,16 +93,17 @@ class Database:
     @contextlib.contextmanager
     def transaction(self):
         with self.write_lock, self.engine.connect() as connection:
-            if self.sqlite:
-                connection.exec_driver_sql("BEGIN IMMEDIATE")
-            else:
-                connection.exec_driver_sql("BEGIN")
-                connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
             try:
+                if self.sqlite:
+                    connection.exec_driver_sql("BEGIN IMMEDIATE")
+                else:
+                    connection.exec_driver_sql("BEGIN")
+                    connection.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITE_LOCK})")
                 yield Transaction(connection)
                 connection.exec_driver_sql("COMMIT")
             except BaseException:
-                connection.exec_driver_sql("ROLLBACK")
+                with contextlib.suppress(sa.exc.DBAPIError):  # a lost connection: the original error tells
+                    connection.exec_driver_sql("ROLLBACK")
                 raise
 
     # schema -------------------------------------------------------------------------------------

@@ -1,9 +1,12 @@
 """The gateway's side of HEYGEM_QUEUE=celery: queued items are sent to the workers' queue, and the
 database stays the truth about them.
 
-- An item is sent once (its `dispatched` time is written after Redis took the task).
+- A queued item is sent when it is not marked sent; it is marked once Redis took the task.
+  Several gateways may each send it: a task delivered twice is claimed once.
 - A claimed item whose worker has been silent for HEYGEM_WORKER_LOST_SECONDS (killed, or cut
-  off) goes back to the queue and is sent again.
+  off) goes back to the queue and is sent again; one that did so HEYGEM_MAX_ATTEMPTS times
+  fails. Not while this gateway has itself only just reached the database again: the workers'
+  heartbeats were held back by the same outage.
 - Every HEYGEM_DISPATCH_CHECK_SECONDS, the tasks Redis holds (waiting or unacknowledged) are
   counted against the items that should have one; fewer on two checks in a row (Redis restarted
   empty, or was flushed) and every queued item is sent again. A task that is sent twice is
@@ -16,6 +19,7 @@ import time
 
 from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
 
 from .store import Store
 from .tasks import RENDER
@@ -31,6 +35,7 @@ class Dispatcher:
         self.short_before = False  # the last check found Redis holding fewer tasks than it should
         self.next_check = 0.0
         self.broker_reachable: bool | None = None  # at the last round (None: not asked yet); for /readyz
+        self.database_since = time.monotonic()  # since when every round reached the database
 
     def run(self, stop: threading.Event, wake: threading.Event) -> None:
         while not stop.is_set():
@@ -44,7 +49,10 @@ class Dispatcher:
                 if self.broker_reachable is not False:
                     log.warning("task broker unreachable", extra={"event": "dispatch", "error": str(exc)})
                 self.broker_reachable = False
-            except Exception:  # noqa: BLE001 - the database is away, or a fault: logged, tried again
+            except DBAPIError as exc:
+                log.warning("database unreachable", extra={"event": "dispatch", "error": str(exc).splitlines()[0]})
+                self.database_since = time.monotonic()
+            except Exception:  # noqa: BLE001 - a fault: logged, tried again
                 log.exception("dispatch round failed")
             wake.wait(1.0)
             wake.clear()
@@ -53,7 +61,7 @@ class Dispatcher:
         sent = 0
         while batch := self.store.undispatched_items(BATCH):
             with self.app.producer_or_acquire() as producer:
-                for job_id, index in batch:
+                for job_id, index, _ in batch:
                     self.app.send_task(RENDER, args=[job_id, index], queue=self.settings.render_queue,
                                        producer=producer)
             self.store.dispatched(batch)
@@ -61,9 +69,11 @@ class Dispatcher:
         return sent
 
     def check_once(self) -> None:
-        lost = self.store.requeue_lost(self.settings.worker_lost_seconds)
-        if lost:
-            log.warning("items of silent workers requeued", extra={"event": "requeue", "items": lost})
+        if time.monotonic() - self.database_since >= self.settings.worker_lost_seconds:
+            lost, failed = self.store.requeue_lost(self.settings.worker_lost_seconds, self.settings.max_attempts)
+            if lost or failed:
+                log.warning("items of silent workers requeued", extra={"event": "requeue", "items": lost,
+                                                                        "failed": failed})
         expected = self.store.in_flight_items()
         held = self.held_by_broker()
         short = held < expected

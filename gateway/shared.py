@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 
 from .storage import StorageError
 
@@ -17,13 +18,15 @@ class SharedFiles:
     def __init__(self, settings, storage):
         self.settings, self.storage = settings, storage
         self.active = settings.queue == "celery"
+        self.locks: dict[str, threading.Lock] = {}  # one per file being fetched
+        self.locks_lock = threading.Lock()
 
     def _key(self, path: str) -> str:
         relative = os.path.relpath(path, self.settings.data_dir)
         if relative.startswith(".."):
             raise ValueError(f"{path} is not under the data folder")
-        # '_shared' cannot be a tenant's folder: no job id is named so.
-        return "/".join(filter(None, (self.settings.s3_prefix, "_shared", *relative.split(os.sep))))
+        # '.shared' cannot be a tenant's folder (no tenant name starts with a dot).
+        return "/".join(filter(None, (self.settings.s3_prefix, ".shared", *relative.split(os.sep))))
 
     def publish(self, path: str) -> None:
         """`path` (under the data folder) is to be readable on every machine."""
@@ -36,11 +39,19 @@ class SharedFiles:
         if os.path.exists(path) or not self.active:
             return os.path.exists(path)
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        with self.locks_lock:  # items of one job fetch its narration at once: one download
+            lock = self.locks.setdefault(path, threading.Lock())
         try:
-            self.storage.get(self._key(path), path)
+            with lock:
+                if os.path.exists(path):
+                    return True
+                self.storage.get(self._key(path), path)
+                return True
         except FileNotFoundError:
             return False
-        return True
+        finally:
+            with self.locks_lock:
+                self.locks.pop(path, None)
 
     def remove(self, path: str) -> None:
         if self.active:

@@ -11,6 +11,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from datetime import timedelta
 from urllib.parse import quote, urlsplit
 
@@ -143,7 +144,8 @@ class S3Storage:
         """Download `key` to `path` (it appears whole or not at all). FileNotFoundError when there
         is no such object, StorageError when the store cannot be read."""
         try:
-            self.client.fget_object(self.bucket, key, path)
+            # A temporary name of this call's own: the SDK's default is shared by concurrent calls.
+            self.client.fget_object(self.bucket, key, path, tmp_file_path=f"{path}.{uuid.uuid4().hex}.part")
         except S3Error as exc:
             if exc.code in ("NoSuchKey", "NoSuchBucket"):
                 raise FileNotFoundError(key) from exc

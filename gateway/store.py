@@ -128,6 +128,11 @@ class Conflict(Exception):
     """The idempotency key was used with another request body."""
 
 
+# A write by the claim `:lease` (or by no claim: an external engine's output, found by the
+# watcher) applies only while that claim is the item's current one.
+_SAME_CLAIM = "(CAST(:lease AS TEXT) IS NULL OR lease=:lease)"
+
+
 def _item(row) -> Item:
     return Item(row["job_id"], row["idx"], row["template"], row["status"], row["error"], row["output"], row["stage"],
                 row["frames_done"], row["frames_total"], row["started"], row["finished"], row["rendered"],
@@ -271,8 +276,8 @@ class Store:
     def _claimed(self, tx: Transaction, job_id: str, idx: int) -> str:
         """Mark the item running under a new lease, by this process; the lease."""
         lease, now = uuid.uuid4().hex, time.time()
-        tx.run("UPDATE items SET status=:running, started=:now, heartbeat=:now, stage='starting', frames_done=0, "
-               "lease=:lease, attempts=attempts+1, worker=:worker WHERE job_id=:job AND idx=:idx",
+        tx.run(f"UPDATE items SET status=:running, started=:now, heartbeat={self.db.now}, stage='starting', "
+               "frames_done=0, lease=:lease, attempts=attempts+1, worker=:worker WHERE job_id=:job AND idx=:idx",
                running=RUNNING, now=now, lease=lease, worker=WORKER_NAME, job=job_id, idx=idx)
         tx.run("UPDATE jobs SET started=COALESCE(started, :now) WHERE id=:job", now=now, job=job_id)
         self._refresh(tx, job_id)
@@ -299,10 +304,11 @@ class Store:
         been heard from for `lost_after` seconds. None otherwise (done, canceled, or running
         elsewhere): a task delivered twice renders once."""
         def claim(tx: Transaction) -> bool:
-            row = tx.one("SELECT status, heartbeat FROM items WHERE job_id=:job AND idx=:idx", job=job_id, idx=idx)
+            row = tx.one(f"SELECT status, COALESCE(heartbeat, 0) < {self.db.now} - :lost AS silent FROM items "
+                         "WHERE job_id=:job AND idx=:idx", job=job_id, idx=idx, lost=lost_after)
             if row is None:
                 return False
-            lost = row["status"] in (RUNNING, STORING) and (row["heartbeat"] or 0) < time.time() - lost_after
+            lost = row["status"] in (RUNNING, STORING) and bool(row["silent"])
             if row["status"] != QUEUED and not lost:
                 return False
             self._claimed(tx, job_id, idx)
@@ -310,18 +316,20 @@ class Store:
 
         return self._item_now(job_id, idx) if self._write(claim) else None
 
-    def progress(self, item: Item, stage: str, done: int = 0, total: int = 0) -> None:
-        self._write(lambda tx: tx.run(
-            "UPDATE items SET stage=:stage, frames_done=:done, frames_total=:total, heartbeat=:now "
+    def progress(self, item: Item, stage: str, done: int = 0, total: int = 0) -> bool:
+        """False when the item is no longer this claim's to render (canceled, or taken away from
+        a worker that was silent too long)."""
+        return bool(self._write(lambda tx: tx.run(
+            f"UPDATE items SET stage=:stage, frames_done=:done, frames_total=:total, heartbeat={self.db.now} "
             "WHERE job_id=:job AND idx=:idx AND status=:running AND lease=:lease",
-            stage=stage, done=done, total=total, now=time.time(), job=item.job_id, idx=item.index, running=RUNNING,
-            lease=item.lease))
+            stage=stage, done=done, total=total, job=item.job_id, idx=item.index, running=RUNNING,
+            lease=item.lease).rowcount))
 
     def heartbeat(self, leases: list[str]) -> None:
         """Workers holding these leases are alive."""
         if leases:
-            self._write(lambda tx: tx.run_many("UPDATE items SET heartbeat=:now WHERE lease=:lease",
-                                               [{"now": time.time(), "lease": lease} for lease in leases]))
+            self._write(lambda tx: tx.run_many(f"UPDATE items SET heartbeat={self.db.now} WHERE lease=:lease",
+                                               [{"lease": lease} for lease in leases]))
 
     def finish_item(self, item: Item, status: str, error: str | None = None) -> None:
         """A running item failed or was canceled (one that moved on meanwhile is left alone)."""
@@ -340,8 +348,9 @@ class Store:
         external engine's output) is taken whatever its claim."""
         def render_done(tx: Transaction) -> bool:
             changed = tx.run(
-                "UPDATE items SET status=:storing, output=:path, rendered=:now, heartbeat=:now, stage='storing the video' "
-                "WHERE job_id=:job AND idx=:idx AND status IN (:queued, :running) AND (CAST(:lease AS TEXT) IS NULL OR lease=:lease)",
+                f"UPDATE items SET status=:storing, output=:path, rendered=:now, heartbeat={self.db.now}, "
+                "stage='storing the video' "
+                f"WHERE job_id=:job AND idx=:idx AND status IN (:queued, :running) AND {_SAME_CLAIM}",
                 storing=STORING, path=path, now=time.time(), job=item.job_id, idx=item.index, queued=QUEUED,
                 running=RUNNING, lease=item.lease).rowcount
             if changed:
@@ -354,16 +363,18 @@ class Store:
         local file): it succeeded."""
         def store_done(tx: Transaction) -> None:
             tx.run("UPDATE items SET status=:succeeded, object_key=:key, finished=:now, stage=NULL "
-                   "WHERE job_id=:job AND idx=:idx AND status=:storing",
-                   succeeded=SUCCEEDED, key=object_key, now=time.time(), job=item.job_id, idx=item.index, storing=STORING)
+                   f"WHERE job_id=:job AND idx=:idx AND status=:storing AND {_SAME_CLAIM}",
+                   succeeded=SUCCEEDED, key=object_key, now=time.time(), job=item.job_id, idx=item.index, storing=STORING,
+                   lease=item.lease)
             self._refresh(tx, item.job_id)
         self._write(store_done)
 
     def fail_storing(self, item: Item, error: str) -> None:
         def give_up(tx: Transaction) -> None:
             tx.run("UPDATE items SET status=:failed, error=:error, finished=:now, stage=NULL "
-                   "WHERE job_id=:job AND idx=:idx AND status=:storing",
-                   failed=FAILED, error=error, now=time.time(), job=item.job_id, idx=item.index, storing=STORING)
+                   f"WHERE job_id=:job AND idx=:idx AND status=:storing AND {_SAME_CLAIM}",
+                   failed=FAILED, error=error, now=time.time(), job=item.job_id, idx=item.index, storing=STORING,
+                   lease=item.lease)
             self._refresh(tx, item.job_id)
         self._write(give_up)
 
@@ -395,34 +406,53 @@ class Store:
         return count
 
     def release(self, item: Item) -> None:
-        """A worker that is stopping gives its item back to the queue (if it still holds it)."""
-        self._write(lambda tx: self._requeue(tx, "job_id=:job AND idx=:idx AND lease=:lease AND status=:running",
-                                             job=item.job_id, idx=item.index, lease=item.lease, running=RUNNING))
+        """A worker that is stopping gives its item back to the queue (if it still holds it),
+        rendering or storing: its video is on that worker's disk."""
+        self._write(lambda tx: self._requeue(
+            tx, "job_id=:job AND idx=:idx AND lease=:lease AND status IN (:running, :storing)",
+            job=item.job_id, idx=item.index, lease=item.lease, running=RUNNING, storing=STORING))
 
     def requeue_interrupted(self) -> int:
-        """Items left running by a crash or restart of this (only) process go back to the queue."""
-        return self._write(lambda tx: self._requeue(tx, "status=:running", running=RUNNING))
+        """Items this machine's render threads left running (a crash or restart) go back to the queue."""
+        return self._write(lambda tx: self._requeue(tx, "status=:running AND (worker IS NULL OR worker LIKE :host)",
+                                                    running=RUNNING, host=socket.gethostname() + "-%"))
 
-    def requeue_lost(self, lost_after: float) -> int:
+    def requeue_lost(self, lost_after: float, most_attempts: int) -> tuple[int, int]:
         """Items whose worker has not been heard from for `lost_after` seconds (killed, or cut off)
-        go back to the queue: a rendering one, and a storing one (its video is on that worker's
-        disk)."""
-        return self._write(lambda tx: self._requeue(
-            tx, "status IN (:running, :storing) AND lease IS NOT NULL AND COALESCE(heartbeat, 0) < :since",
-            running=RUNNING, storing=STORING, since=time.time() - lost_after))
+        go back to the queue, a rendering one and a storing one (its video is on that worker's
+        disk), unless they were claimed `most_attempts` times: an item that takes its worker down
+        fails instead of taking down every worker in turn. (requeued, failed)."""
+        silent = (f"status IN (:running, :storing) AND lease IS NOT NULL "
+                  f"AND COALESCE(heartbeat, 0) < {self.db.now} - :lost")
+        params = dict(running=RUNNING, storing=STORING, lost=lost_after, most=most_attempts)
+
+        def requeue(tx: Transaction) -> tuple[int, int]:
+            doomed = tx.rows(f"SELECT DISTINCT job_id FROM items WHERE {silent} AND attempts >= :most", **params)
+            failed = tx.run(f"UPDATE items SET status=:failed, finished=:now, stage=NULL, lease=NULL, error=:error "
+                            f"WHERE {silent} AND attempts >= :most", failed=FAILED, now=time.time(),
+                            error=f"its worker stopped answering while rendering it, {most_attempts} times; the "
+                                  "template or narration may be too large for the workers' memory", **params).rowcount
+            for row in doomed:
+                self._refresh(tx, row["job_id"])
+            return self._requeue(tx, silent, **params), failed
+        return self._write(requeue)
 
     # dispatch to a broker (HEYGEM_QUEUE=celery) ---------------------------------------------------
 
-    def undispatched_items(self, limit: int) -> list[tuple[str, int]]:
-        """Queued items not yet sent to the broker, oldest first."""
-        return [(r["job_id"], r["idx"]) for r in self.db.rows(
-            "SELECT job_id, idx FROM items WHERE status=:queued AND dispatched IS NULL ORDER BY seq, idx LIMIT :limit",
-            queued=QUEUED, limit=limit)]
+    def undispatched_items(self, limit: int) -> list[tuple[str, int, int]]:
+        """(job, index, attempts) of queued items not yet sent to the broker, oldest first."""
+        return [(r["job_id"], r["idx"], r["attempts"]) for r in self.db.rows(
+            "SELECT job_id, idx, attempts FROM items WHERE status=:queued AND dispatched IS NULL "
+            "ORDER BY seq, idx LIMIT :limit", queued=QUEUED, limit=limit)]
 
-    def dispatched(self, sent: list[tuple[str, int]]) -> None:
+    def dispatched(self, sent: list[tuple[str, int, int]]) -> None:
+        """These items' tasks are at the broker. An item claimed and given back meanwhile (its
+        attempts moved on) keeps waiting to be sent again."""
         self._write(lambda tx: tx.run_many(
-            "UPDATE items SET dispatched=:now WHERE job_id=:job AND idx=:idx AND status=:queued",
-            [{"now": time.time(), "job": job, "idx": idx, "queued": QUEUED} for job, idx in sent]))
+            "UPDATE items SET dispatched=:now WHERE job_id=:job AND idx=:idx AND status=:queued "
+            "AND dispatched IS NULL AND attempts=:attempts",
+            [{"now": time.time(), "job": job, "idx": idx, "queued": QUEUED, "attempts": attempts}
+             for job, idx, attempts in sent]))
 
     def redispatch(self) -> int:
         """Every queued item is to be sent again (the broker lost its messages)."""

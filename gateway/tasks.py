@@ -5,7 +5,8 @@ A task names an item, nothing more; the database is the truth. A task delivered 
 re-sends what a dead worker had not acknowledged, the gateway re-sends what Redis lost) renders
 once: the item is claimed only if it is queued, or if its worker has been silent for
 HEYGEM_WORKER_LOST_SECONDS. Tasks are acknowledged once they ran (acks_late), one at a time
-(prefetch 1). A worker stopped with SIGTERM gives its items back to the queue at once."""
+(prefetch 1); a task that meets the database away goes back to Redis after a pause instead. A
+worker stopped with SIGTERM gives its items (rendering or uploading) back to the queue at once."""
 from __future__ import annotations
 
 import logging
@@ -14,7 +15,9 @@ import time
 from urllib.parse import urlsplit
 
 from celery import Celery, signals
+from celery.exceptions import Reject
 from prometheus_client import CollectorRegistry, start_http_server
+from sqlalchemy.exc import DBAPIError
 
 from . import engines
 from . import storage as storages
@@ -22,12 +25,13 @@ from .database import url_from
 from .links import Links
 from .publisher import Publisher
 from .shared import SharedFiles
-from .store import RUNNING, SUCCEEDED, WORKER_NAME, Store
+from .store import SUCCEEDED, WORKER_NAME, Store
 from .urlpolicy import UrlPolicy
 from .worker import ItemRunner, item_seconds
 
 log = logging.getLogger("heygem.tasks")
 RENDER = "heygem.render"
+DATABASE_RETRY_SECONDS = 5.0
 
 
 def celery_app(settings) -> Celery:
@@ -86,8 +90,20 @@ class RenderWorker:
         self.item_seconds = item_seconds(self.registry)
 
     def render(self, job_id: str, index: int) -> str:
+        try:
+            return self._render(job_id, index)
+        except DBAPIError as exc:
+            # The database is away: the task goes back to Redis (not acknowledged as done), after
+            # a pause so that a worker does not spin through the queue meanwhile.
+            log.warning("database unreachable; task returned to the queue",
+                        extra={"event": "item", "job": job_id, "item": index, "error": str(exc).splitlines()[0]})
+            self.stop.wait(DATABASE_RETRY_SECONDS)
+            raise Reject(str(exc).splitlines()[0], requeue=True) from exc
+
+    def _render(self, job_id: str, index: int) -> str:
         item = self.store.claim(job_id, index, self.settings.worker_lost_seconds)
         if item is None:  # done, canceled, or running elsewhere: a repeated delivery
+            log.info("task skipped: its item is not waiting", extra={"event": "item", "job": job_id, "item": index})
             return "skipped"
         self.heartbeat.hold(item.lease)
         started = time.monotonic()
@@ -96,7 +112,7 @@ class RenderWorker:
             self.item_seconds.labels(status).observe(time.monotonic() - started)
             if status == SUCCEEDED:
                 self.publisher.store_video(item, self.stop)
-            elif status == RUNNING:  # interrupted by our shutdown: another worker takes it now
+            if self.stop.is_set():  # our shutdown, mid-render or mid-upload: another worker takes it now
                 self.store.release(item)
             self.runner.clean_up(item)
             return status
@@ -125,4 +141,4 @@ def run_worker(settings) -> int:
 
 def _without_password(url: str) -> str:
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"

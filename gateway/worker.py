@@ -15,6 +15,7 @@ import threading
 import time
 
 from prometheus_client import Histogram
+from sqlalchemy.exc import DBAPIError
 
 from . import paths
 from .engines import Canceled, Engine, EngineFailed, RenderTask
@@ -33,6 +34,13 @@ SWEEP_INTERVAL = 600.0
 def item_seconds(registry) -> Histogram:
     return Histogram("heygem_item_seconds", "Time to render one item", ["status"],
                      buckets=(5, 15, 30, 60, 120, 300, 600, 1800, 3600), registry=registry)
+
+
+LOST = "lost"  # a run's end when its claim was taken away (its worker was silent too long)
+
+
+class LeaseLost(Exception):
+    """The item was taken away from this worker (silent too long) and runs elsewhere now."""
 
 
 class Interrupted(Exception):
@@ -92,7 +100,7 @@ class ItemRunner:
         last: list = [0.0, ""]
         output = paths.output(settings, job.tenant, job.id, item.index)
         if os.path.isfile(output):  # rendered before a restart (outputs appear whole): store it, do not render again
-            return SUCCEEDED if store.rendered(item, output) else CANCELED
+            return SUCCEEDED if store.rendered(item, output) else LOST
 
         def report(stage: str, done: int, total: int) -> None:
             """Progress to the store (at most every PROGRESS_INTERVAL, and at a new stage or
@@ -102,9 +110,13 @@ class ItemRunner:
             now = time.monotonic()
             if now - last[0] >= PROGRESS_INTERVAL or stage != last[1] or (total and done == total):
                 last[:] = [now, stage]
-                if store.cancel_requested(job.id):
-                    raise Canceled()
-                store.progress(item, stage, done, total)
+                try:
+                    if store.cancel_requested(job.id):
+                        raise Canceled()
+                    if not store.progress(item, stage, done, total):
+                        raise LeaseLost()
+                except DBAPIError as exc:  # the database is away a moment: render on, report later
+                    log.warning("progress not written", extra={**fields, "error": str(exc).splitlines()[0]})
 
         try:
             store.progress(item, "downloading narration")
@@ -121,6 +133,9 @@ class ItemRunner:
         except Interrupted:
             log.info("item interrupted by shutdown", extra={**fields, "status": RUNNING})
             return RUNNING
+        except LeaseLost:
+            log.warning("item taken away from this worker; it runs elsewhere", extra={**fields, "status": LOST})
+            return LOST
         except Canceled:
             store.finish_item(item, CANCELED, error="canceled while rendering")
             log.info("item canceled", extra={**fields, "status": CANCELED})
@@ -140,7 +155,7 @@ class ItemRunner:
             log.exception("item fault", extra={**fields, "status": FAILED, "error_id": error_id})
             store.finish_item(item, FAILED, error=f"internal error (error id {error_id}); it is logged")
             return FAILED
-        return SUCCEEDED if store.rendered(item, output) else CANCELED
+        return SUCCEEDED if store.rendered(item, output) else LOST
 
     def clean_up(self, item: Item) -> None:
         """The job's downloads, once it needs them no more (and a worker's copy of its uploaded

@@ -121,8 +121,8 @@ def test_batch_spreads_over_two_workers_and_comes_back_from_the_bucket(stack, fi
     time.sleep(3)  # a second delivery, if any, would have come by now
     assert len(stack.receiver.requests) == 1 and b'"job.succeeded"' in stack.receiver.requests[0]["body"]
     # The template was analysed once and its analysis shared through the bucket.
-    shared = [o.object_name for o in stack.s3.client().list_objects("videos", "heygem/_shared/", recursive=True)]
-    assert any(name.startswith("heygem/_shared/template-cache/") and name.endswith(".npz") for name in shared), shared
+    shared = [o.object_name for o in stack.s3.client().list_objects("videos", "heygem/.shared/", recursive=True)]
+    assert any(name.startswith("heygem/.shared/template-cache/") and name.endswith(".npz") for name in shared), shared
     # No worker kept a file of the job on its disk: the videos are in the bucket.
     for name in ("w1", "w2"):
         left = [os.path.join(root, f) for root, _, names in os.walk(stack.tmp / name / "outputs") for f in names]
