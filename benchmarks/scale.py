@@ -29,6 +29,8 @@ from service import HEYGEM, Gateway, allowed, make_media, serve_files  # noqa: E
 from gateway_support import S3Server  # noqa: E402  (service.py put tests/ on the path)
 from servers import PostgresServer, RedisServer  # noqa: E402
 
+from gateway.config import Settings  # noqa: E402
+
 TERMINAL = ("succeeded", "partial", "failed", "canceled")
 
 
@@ -99,7 +101,6 @@ def store_write_rate(url: str, threads: int = 8, seconds: float = 5.0) -> dict:
 
 def broker_send_rate(settings: dict, tasks: int = 2000) -> dict:
     """Tasks a second one gateway sends to Redis (to a scratch queue nobody consumes)."""
-    from gateway.config import Settings
     from gateway.tasks import RENDER, celery_app
     app = celery_app(Settings.from_env(env={}, data_dir=tempfile.mkdtemp(), **settings))
     started = time.perf_counter()
@@ -160,9 +161,10 @@ def main() -> int:
             s3.client().fget_object("videos", key, sample)
         report["object_store"] = object_store_rate(s3, sample)
         seconds_per_item = 60 / report["one_worker"]["items_per_minute"]
-        # A rendering item writes progress at most twice a second and a heartbeat every
-        # HEYGEM_HEARTBEAT_SECONDS (10); its transitions are a handful of writes.
-        writes_per_item_second = 2 + 0.1 + 10 / seconds_per_item
+        # A rendering item writes progress every HEYGEM_PROGRESS_SECONDS and a heartbeat every
+        # HEYGEM_HEARTBEAT_SECONDS; its transitions are about ten writes.
+        defaults = Settings()
+        writes_per_item_second = 1 / defaults.progress_seconds + 1 / defaults.heartbeat_seconds + 10 / seconds_per_item
         items_per_second_per_core = 1 / seconds_per_item
         report["estimate"] = {
             "seconds_per_item_per_core": round(seconds_per_item, 1),

@@ -56,6 +56,10 @@ class Settings:
     jwt_issuer: str = "heygem-gateway"
     jwt_audience: str = "heygem-api"
     workers: int = 1                       # items rendered at once (0: an external engine renders)
+    # How often a rendering item writes its progress (and reads its job's cancel flag). Each
+    # rendering item costs the database 1/this writes a second: the first limit of a large
+    # cluster (benchmarks/scale.py).
+    progress_seconds: float = 0.5
     queue_limit: int = 200                 # items waiting; beyond it new jobs get 429
     tenant_queue_limit: int = 100          # items one tenant may have waiting
     max_templates: int = 50

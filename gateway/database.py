@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 
-# PostgreSQL advisory-lock keys (any two constants): the store's writer, and migrations.
-WRITE_LOCK, MIGRATION_LOCK = 0x4865_7947, 0x4865_7948
+# PostgreSQL advisory-lock keys (any constants): the store's writer, migrations, the dispatcher.
+WRITE_LOCK, MIGRATION_LOCK, DISPATCH_LOCK = 0x4865_7947, 0x4865_7948, 0x4865_7949
 
 
 def url_from(settings) -> str:
@@ -147,8 +147,47 @@ class Database:
         version = connection.exec_driver_sql("PRAGMA user_version").scalar()
         return f"{version:04d}" if version else None
 
+    def leader(self, key: int) -> "Leadership":
+        return Leadership(self, key)
+
     def close(self) -> None:
         self.base.dispose()
+
+
+class Leadership:
+    """One process of many does a duty (on PostgreSQL: whoever holds a session advisory lock, on
+    a connection kept for it; it passes on when that process or its connection dies). On SQLite
+    there is one process: it leads."""
+
+    def __init__(self, database: Database, key: int):
+        self.database, self.key = database, key
+        self.connection: sa.Connection | None = None
+
+    def held(self) -> bool:
+        if self.database.sqlite:
+            return True
+        try:
+            if self.connection is None:
+                connection = self.database.engine.connect()
+                if not connection.exec_driver_sql(f"SELECT pg_try_advisory_lock({self.key})").scalar():
+                    connection.close()
+                    return False
+                self.connection = connection
+            else:
+                self.connection.exec_driver_sql("SELECT 1")  # the session, and so the lock, is alive
+            return True
+        except sa.exc.DBAPIError:
+            self.release()
+            return False
+
+    def release(self) -> None:
+        """Give the duty up. The connection is closed, not pooled: a pooled session would keep
+        the lock."""
+        if self.connection is not None:
+            with contextlib.suppress(sa.exc.DBAPIError):
+                self.connection.invalidate()
+                self.connection.close()
+            self.connection = None
 
 
 def _sqlite_pragmas(connection, _record) -> None:

@@ -1,8 +1,9 @@
 """The gateway's side of HEYGEM_QUEUE=celery: queued items are sent to the workers' queue, and the
 database stays the truth about them.
 
-- A queued item is sent when it is not marked sent; it is marked once Redis took the task.
-  Several gateways may each send it: a task delivered twice is claimed once.
+- One gateway of several dispatches at a time (a PostgreSQL advisory lock; another takes over
+  within a round when it dies). A queued item is sent when it is not marked sent, and marked
+  once Redis took the task; a task delivered twice is still claimed once.
 - A claimed item whose worker has been silent for HEYGEM_WORKER_LOST_SECONDS (killed, or cut
   off) goes back to the queue and is sent again; one that did so HEYGEM_MAX_ATTEMPTS times
   fails. Not while this gateway has itself only just reached the database again: the workers'
@@ -21,6 +22,7 @@ from kombu.exceptions import OperationalError
 from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
+from .database import DISPATCH_LOCK
 from .store import Store
 from .tasks import RENDER
 
@@ -36,10 +38,18 @@ class Dispatcher:
         self.next_check = 0.0
         self.broker_reachable: bool | None = None  # at the last round (None: not asked yet); for /readyz
         self.database_since = time.monotonic()  # since when every round reached the database
+        self.leadership = store.db.leader(DISPATCH_LOCK)
+        self.leading = False  # this gateway dispatches (for /readyz)
 
     def run(self, stop: threading.Event, wake: threading.Event) -> None:
         while not stop.is_set():
             try:
+                self.leading = self.leadership.held()
+                if not self.leading:
+                    self.database_since = time.monotonic()  # counts from when this one leads
+                    wake.wait(1.0)
+                    wake.clear()
+                    continue
                 self.send_once()
                 if time.monotonic() >= self.next_check:
                     self.next_check = time.monotonic() + self.settings.dispatch_check_seconds
@@ -56,6 +66,7 @@ class Dispatcher:
                 log.exception("dispatch round failed")
             wake.wait(1.0)
             wake.clear()
+        self.leadership.release()
 
     def send_once(self) -> int:
         sent = 0

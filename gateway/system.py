@@ -54,8 +54,10 @@ def readyz():
     if workers.dispatcher:
         # Items render in worker processes. Redis away does not make the gateway unready: jobs
         # are taken into the database and sent when it is back.
+        dispatcher = workers.dispatcher
         return {"status": "ready", "queue": {"name": "celery", "queue": settings.render_queue,
-                                             "broker_reachable": workers.dispatcher.broker_reachable}}
+                                             "dispatching": dispatcher.leading,
+                                             "broker_reachable": dispatcher.broker_reachable}}
     if not any(t.is_alive() for t in workers.threads if t.name.startswith("worker-")) and settings.workers > 0:
         raise Problem(503, "no worker thread is running")
     # A remote engine that is down does not make the gateway unready: jobs are taken and wait for it.

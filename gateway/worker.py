@@ -27,7 +27,6 @@ from .store import CANCELED, FAILED, QUEUED, RUNNING, SUCCEEDED, TEMPLATE_ID_PRE
 from .urlpolicy import OutboundError, UrlPolicy
 
 log = logging.getLogger("heygem.worker")
-PROGRESS_INTERVAL = 0.5  # seconds between progress writes
 SWEEP_INTERVAL = 600.0
 
 
@@ -103,12 +102,12 @@ class ItemRunner:
             return SUCCEEDED if store.rendered(item, output) else LOST
 
         def report(stage: str, done: int, total: int) -> None:
-            """Progress to the store (at most every PROGRESS_INTERVAL, and at a new stage or
-            the end); a canceled job stops the item here."""
+            """Progress to the store (at most every HEYGEM_PROGRESS_SECONDS, and at a new stage
+            or the end); a canceled job stops the item here."""
             if self.stop.is_set():
                 raise Interrupted()
             now = time.monotonic()
-            if now - last[0] >= PROGRESS_INTERVAL or stage != last[1] or (total and done == total):
+            if now - last[0] >= settings.progress_seconds or stage != last[1] or (total and done == total):
                 last[:] = [now, stage]
                 try:
                     if store.cancel_requested(job.id):

@@ -122,3 +122,17 @@ def test_a_sqlite_file_from_before_alembic_is_upgraded_in_place(tmp_path):
     assert (job.audio_upload, job.audio_url, job.archive_state) == ("u1", "", None)
     assert store.claim("j1", 0, lost_after=60).attempts == 1
     assert sqlite3.connect(path).execute("SELECT version_num FROM alembic_version").fetchone() == ("0004",)
+
+
+def test_one_dispatcher_leads_and_another_takes_over(store, tmp_path):
+    if store.db.sqlite:
+        assert store.db.leader(1).held()  # one process: it leads
+        return
+    other = Store(str(store.db.url.render_as_string(hide_password=False)))
+    first, second = store.db.leader(7), other.db.leader(7)
+    assert first.held() and not second.held()
+    assert first.held()  # still, on its kept connection
+    first.release()  # its process died
+    assert second.held()
+    second.release()
+    other.db.close()
