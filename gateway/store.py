@@ -361,22 +361,19 @@ class Store:
     def stored(self, item: Item, object_key: str | None) -> None:
         """The item's video is where its link points (`object_key` in the bucket; None: the
         local file): it succeeded."""
-        def store_done(tx: Transaction) -> None:
-            tx.run("UPDATE items SET status=:succeeded, object_key=:key, finished=:now, stage=NULL "
-                   f"WHERE job_id=:job AND idx=:idx AND status=:storing AND {_SAME_CLAIM}",
-                   succeeded=SUCCEEDED, key=object_key, now=time.time(), job=item.job_id, idx=item.index, storing=STORING,
-                   lease=item.lease)
-            self._refresh(tx, item.job_id)
-        self._write(store_done)
+        self._end_storing(item, SUCCEEDED, object_key, None)
 
     def fail_storing(self, item: Item, error: str) -> None:
-        def give_up(tx: Transaction) -> None:
-            tx.run("UPDATE items SET status=:failed, error=:error, finished=:now, stage=NULL "
+        self._end_storing(item, FAILED, None, error)
+
+    def _end_storing(self, item: Item, status: str, object_key: str | None, error: str | None) -> None:
+        def end(tx: Transaction) -> None:
+            tx.run("UPDATE items SET status=:status, object_key=:key, error=:error, finished=:now, stage=NULL "
                    f"WHERE job_id=:job AND idx=:idx AND status=:storing AND {_SAME_CLAIM}",
-                   failed=FAILED, error=error, now=time.time(), job=item.job_id, idx=item.index, storing=STORING,
-                   lease=item.lease)
+                   status=status, key=object_key, error=error, now=time.time(), job=item.job_id, idx=item.index,
+                   storing=STORING, lease=item.lease)
             self._refresh(tx, item.job_id)
-        self._write(give_up)
+        self._write(end)
 
     def storing_items(self) -> list[Item]:
         rows = self.db.rows("SELECT * FROM items WHERE status=:storing ORDER BY seq, idx", storing=STORING)

@@ -49,6 +49,17 @@ def auth(settings, tenant="acme", scopes=("jobs:read", "jobs:write"), ttl=600):
     return {"Authorization": "Bearer " + create_token(settings, tenant, list(scopes), ttl)[0]}
 
 
+def until(condition, timeout=90, what="the condition"):
+    """`condition()`'s first true value, asked every 0.1 s; AssertionError after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
 def wait(client, headers, job_id, timeout=120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -57,7 +57,24 @@ def _wait(process: subprocess.Popen, directory: str, ready, timeout: float = 30)
     raise RuntimeError(f"{process.args[process.args.index('--') + 1]} did not start:\n{tail}")
 
 
-class RedisServer:
+class _Server:
+    """A server process with its data in `self.dir`: `close` stops it and removes the data."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class RedisServer(_Server):
     """redis-server without persistence; `restart` comes back empty on the same port, as Redis
     does after a crash when nothing is saved."""
 
@@ -90,15 +107,6 @@ class RedisServer:
     def stop(self) -> None:
         _stop(self.process, signal.SIGTERM)
 
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
 
 def _postgres_bin() -> str:
@@ -113,7 +121,7 @@ def _postgres_bin() -> str:
     return os.path.dirname(found[-1])
 
 
-class PostgresServer:
+class PostgresServer(_Server):
     """A throwaway PostgreSQL cluster with a database `heygem`; trust auth, no durability."""
 
     USER = "postgres"
@@ -163,12 +171,3 @@ class PostgresServer:
     def stop(self) -> None:
         _stop(self.process, signal.SIGINT)  # fast shutdown: does not wait for clients to disconnect
 
-    def close(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()

@@ -19,17 +19,7 @@ import engine
 
 from gateway.cli import main as heygem
 from gateway.storage import S3Storage, StorageError
-from gateway_support import CallbackReceiver, LiveServer, S3Server, make_settings
-
-
-def until(condition, timeout=90, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached in {timeout} s")
+from gateway_support import CallbackReceiver, LiveServer, S3Server, make_settings, until
 
 
 def job_of(service, job_id):

@@ -13,20 +13,10 @@ import zipfile
 
 import pytest
 import requests
-from gateway_support import SECRET, CallbackReceiver, LiveServer, S3Server, make_settings
+from gateway_support import SECRET, CallbackReceiver, LiveServer, S3Server, make_settings, until
 from servers import PostgresServer, RedisServer
 
 TERMINAL = {"succeeded", "partial", "failed", "canceled"}
-
-
-def until(check, timeout=120.0, what="the condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Stack:

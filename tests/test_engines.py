@@ -13,7 +13,7 @@ import av
 import pytest
 import requests
 
-from gateway_support import free_port
+from gateway_support import free_port, until
 from heygem_standin import GradioHeygemApp, HeygemVideoService, easy_render
 
 FAST = dict(engine_poll_seconds=0.2, engine_poll_max_seconds=0.5, engine_unreachable_seconds=60)
@@ -34,15 +34,6 @@ def finished(server, job_id, timeout=120) -> dict:
             return job
         time.sleep(0.2)
     raise AssertionError(f"job {job_id} still {job['status']}: {job['items']}")
-
-
-def until(condition, timeout=60, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def assert_video(url: str, tmp_path) -> None:
