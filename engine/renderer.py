@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy.interpolate import CubicSpline
 
 from . import landmarks as lm
 from .face import TemplateTrack
@@ -30,6 +31,10 @@ UPPER_FADE = 0.28   # face units above the mouth over which upper-lip motion fad
 JAW_NARROWING = 0.06  # corners draw in as the jaw drops
 MAX_WIDTH_CHANGE = 0.2  # a broad smile is narrowed, not undone
 CREASE_SHADE = 0.7  # closed lips' crease against the lips' colour
+# How far a closed mouth's crease (the dark line where the lips meet) reaches into each lip, as a
+# share of the mouth's width: parted, each lip would carry its half along the opening as a rim.
+CREASE_REACH = 0.07
+WET_EDGE_SHADE = 0.8  # a lip's inner edge, turning into the mouth, against the lip's colour
 # Full narration openness reaches this share of the widest opening the template shows (its 95th
 # percentile), along a compressed curve: quiet syllables open the jaw nearly as far as loud ones,
 # and the loudness envelope sits near its top through much of speech, a mouth does not.
@@ -253,6 +258,7 @@ class MouthRenderer:
         new_gap = float(np.linalg.norm(inner[5] - inner[len(lm.INNER_UPPER) + 4]))  # 13 vs 14
         own = float(lm.aperture(points))  # the opening the frame's pixels show
         if new_gap > 0.6 and own < min(0.6 * target.aperture, OWN_INSIDE_SHOWS):
+            lift_crease(region, inner, dst[self.outer_local] - (x0, y0), float(lm.mouth_width(points)))
             self._fill_interior(region, inner, target, float(lm.mouth_width(points)))
         elif new_gap < 1.5 and own > 0.05:
             self._seal_lips(region, inner)
@@ -310,10 +316,12 @@ class MouthRenderer:
     def _fill_interior(self, region: np.ndarray, inner: np.ndarray, target: MouthTarget, mouth_px: float) -> None:
         """Paint the opening's inside: a real open mouth of this speaker when the template has one
         wide enough, else a synthesised one."""
-        found = _around(region, inner, 2)  # only the opening's bounding box is touched
+        # The box reaches past the opening to see the lips around it; only the opening is painted.
+        found = _around(region, inner, max(2, int(0.06 * mouth_px)))
         if found is None:
             return
         mouth, inner = found
+        upper, lower = lip_lines(inner)
         samples = [s for s in self.track.library if s.aperture >= 0.55 * target.aperture]
         if samples:
             sample = min(samples, key=lambda s: abs(np.log(s.aperture / max(target.aperture, 1e-3))))
@@ -321,33 +329,91 @@ class MouthRenderer:
             dst = np.concatenate([inner, inner.mean(axis=0, keepdims=True)])
             inside, _ = warp_region(sample.image, src, dst, self.fan, (0, 0, mouth.shape[1], mouth.shape[0]))
         else:
-            inside = synthesize_interior(mouth.shape[:2], inner, mouth_px, lip_colour(mouth, inner, mouth_px))
-        alpha = polygon_mask(mouth.shape[:2], inner, feather=0.6)[..., None]
+            inside = synthesize_interior(mouth.shape[:2], upper, lower, mouth_px, *lip_colour(mouth, inner, mouth_px))
+        # The lips roll inwards: their edge fades into the inside over a width that grows with the mouth.
+        outline = np.concatenate([upper, lower[-2:0:-1]])
+        alpha = polygon_mask(mouth.shape[:2], outline, feather=0.6)[..., None]
         mouth[:] = (mouth * (1 - alpha) + inside * alpha).astype(np.uint8)
 
 
-def lip_colour(mouth: np.ndarray, inner: np.ndarray, mouth_px: float) -> np.ndarray:
-    """The person's own lip colour (BGR): the median of a thin ring just outside the opening."""
+def lip_lines(inner: np.ndarray, per_segment: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """The inner edges of the upper and lower lip, corner to corner, as smooth curves through the
+    landmarks: straight segments between 11 points show as kinks on a large mouth. The corners
+    stay sharp, as a mouth's are."""
+    n_upper = len(lm.INNER_UPPER)
+    lines = []
+    for points in (inner[:n_upper], np.concatenate([inner[:1], inner[n_upper:][::-1], inner[n_upper - 1:n_upper]])):
+        steps = np.linalg.norm(np.diff(points, axis=0), axis=1)
+        keep = np.concatenate([[True], steps > 1e-3])  # a spline needs increasing knots
+        points = points[keep]
+        if len(points) < 3:
+            lines.append(points)
+            continue
+        knots = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(points, axis=0), axis=1))])
+        dense = np.linspace(0.0, knots[-1], per_segment * (len(points) - 1) + 1)
+        lines.append(CubicSpline(knots, points, bc_type="natural")(dense).astype(np.float32))
+    return lines[0], lines[1]
+
+
+def lift_crease(region: np.ndarray, inner: np.ndarray, outer: np.ndarray, mouth_px: float) -> None:
+    """Parting a closed mouth splits the crease between its lips into a dark rim along both sides
+    of the opening. Each lip gets its own colour back there, continued from just beyond the
+    crease's reach, darkening slightly towards the opening as a lip's wet inner side does. Only
+    what is darker than that is lifted: a lip's highlights stay."""
+    reach = max(1.5, CREASE_REACH * mouth_px)
+    found = _around(region, outer, int(reach) + 2)
+    if found is None:
+        return
+    mouth, placed = found
+    inner, outer = inner - (outer - placed)[0], placed
+    shape = mouth.shape[:2]
+    opening = polygon_mask(shape, inner) > 0.5
+    lips = polygon_mask(shape, outer, feather=0.5) * ~opening
+    distance = cv2.distanceTransform((~opening).astype(np.uint8), cv2.DIST_L2, 3)
+    beyond = ((lips > 0.5) & (distance > reach) & (distance < 3 * reach)).astype(np.float32)
+    if beyond.sum() < 4:
+        return
+    image = mouth.astype(np.float32)
+    sigma = 1.5 * reach
+    weight = cv2.GaussianBlur(beyond, (0, 0), sigma)[..., None]
+    fallback = np.median(image[beyond > 0], axis=0)
+    colour = (cv2.GaussianBlur(image * beyond[..., None], (0, 0), sigma) + 1e-3 * fallback) / (weight + 1e-3)
+    target = colour * (WET_EDGE_SHADE + (1 - WET_EDGE_SHADE) * np.clip(distance / reach, 0, 1))[..., None]
+    # Only the crease's darkness is lifted: the lips' pixel-fine texture (their grain) stays.
+    local = cv2.GaussianBlur(image, (0, 0), 1.0)
+    luma = np.array([0.114, 0.587, 0.299], np.float32)
+    darker = np.clip((target @ luma - local @ luma) / (0.15 * (target @ luma) + 1.0), 0, 1)
+    alpha = (lips * darker * _smoothstep(1.5 - distance / reach))[..., None]
+    mouth[:] = np.clip(image + alpha * (target - local), 0, 255).astype(np.uint8)
+
+
+def lip_colour(mouth: np.ndarray, inner: np.ndarray, mouth_px: float) -> tuple[np.ndarray, float]:
+    """The person's own lip colour (BGR), the median of a thin ring just outside the opening, and
+    the picture's grain there (the spread of its fine detail, in grey levels)."""
     reach = max(2, int(round(0.05 * mouth_px)))
     opening = np.zeros(mouth.shape[:2], np.uint8)
     cv2.fillPoly(opening, [np.round(inner).astype(np.int32)], 255)
     ring = cv2.dilate(opening, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * reach + 1, 2 * reach + 1))) > opening
-    pixels = mouth[ring] if ring.any() else mouth.reshape(-1, 3)
-    return np.median(pixels, axis=0).astype(np.float32)
+    if not ring.any():
+        return np.median(mouth.reshape(-1, 3), axis=0).astype(np.float32), 0.0
+    grey = cv2.cvtColor(mouth, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    detail = (grey - cv2.GaussianBlur(grey, (0, 0), 1.0))[ring]
+    # Robust spread (median absolute deviation): the lips' own edges are detail, not grain.
+    grain = 1.4826 * float(np.median(np.abs(detail - np.median(detail))))
+    return np.median(mouth[ring], axis=0).astype(np.float32), grain
 
 
-def synthesize_interior(shape: tuple[int, int], inner: np.ndarray, mouth_px: float, lips: np.ndarray) -> np.ndarray:
+def synthesize_interior(shape: tuple[int, int], upper: np.ndarray, lower: np.ndarray, mouth_px: float,
+                        lips: np.ndarray, grain: float = 0.0) -> np.ndarray:
     """A mouth's inside for a speaker never seen with an open mouth: a dark cavity, the upper
-    teeth hanging from the upper lip (bright incisors darkening towards the canines under the
-    lip's shadow), lower teeth and tongue once the jaw is well open.
+    teeth hanging from the upper lip (brightest at the incisors, fading into shadow towards the
+    corners), lower teeth and tongue once the jaw is well open.
 
     Every colour comes from the person's own lips (`lips`, BGR): the cavity and tongue are the
     lips darkened, the teeth the lips' brightness raised with a trace of their hue. A grey
-    picture therefore stays grey, a warm one stays in its own palette. Teeth are shaded softly
-    and unevenly, as real teeth under a lip are, with no drawn gaps between them."""
-    n_upper = len(lm.INNER_UPPER)
-    upper = inner[:n_upper]
-    lower = np.concatenate([inner[:1], inner[n_upper:][::-1], inner[n_upper - 1:n_upper]])
+    picture therefore stays grey, a warm one stays in its own palette. Shapes have soft edges in
+    proportion to the mouth's size, and the picture's own `grain` is laid over them, so that the
+    inside is as sharp and as noisy as the photograph around it."""
     height, width = shape
     ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
     left, right = float(upper[0, 0]), float(upper[-1, 0])
@@ -359,36 +425,39 @@ def synthesize_interior(shape: tuple[int, int], inner: np.ndarray, mouth_px: flo
     gap = np.maximum(bottom - top, 1e-3)
     u = (xs - centre) / half  # -1 .. 1 from corner to corner
     across = np.abs(u)
-    depth = np.clip((ys - top) / gap, 0, 1)
+    soft = max(0.6, 0.012 * mouth_px)  # edge width of the shapes, in pixels
     lips = np.asarray(lips, np.float32)
     brightness = float(lips @ np.array([0.114, 0.587, 0.299], np.float32))
     grey = np.full(3, brightness, np.float32)
-    cavity = 0.4 * lips
-    tongue_colour = 0.6 * lips
-    # Teeth: brighter than the lips (almost half way to white), keeping half of the lips
-    # hue (ivory in a warm picture), so that they sit in the picture's light and colour.
+    # The cavity: darkest in the corners, where the cheeks shade it, lighter towards the middle.
+    out = lips[None, None, :] * (0.2 + 0.22 * np.clip(1 - across ** 2, 0, 1))[..., None]
+    centre_gap = float(gap[int(np.clip(np.mean(upper[:, 1]), 0, height - 1)), int(np.clip(centre, 0, width - 1))])
+    if centre_gap > 0.1 * mouth_px:  # the tongue, resting low, shows once the jaw is open
+        tongue = np.clip(1 - (u / 0.65) ** 2 - ((bottom - ys) / (0.45 * gap)) ** 2, 0, 1)
+        tongue *= np.clip((centre_gap / mouth_px - 0.1) / 0.1, 0, 1)
+        out = out * (1 - tongue[..., None]) + 0.55 * lips * tongue[..., None]
+    # Teeth: brighter than the lips (almost half way to white), keeping half of the lips' hue
+    # (ivory in a warm picture), so that they sit in the picture's light and colour.
     enamel_level = np.clip(brightness + 0.45 * (255 - brightness), 0, 235)
     enamel = enamel_level + 0.45 * (lips - grey)
-    out = np.empty((height, width, 3), np.float32)
-    out[:] = cavity
-    out *= (1.0 - 0.4 * np.exp(-((depth - 0.55) / 0.3) ** 2) * (1 - across))[..., None]
-    centre_gap = float(gap[int(np.clip(np.mean(upper[:, 1]), 0, height - 1)), int(np.clip(centre, 0, width - 1))])
-    if centre_gap > 0.22 * mouth_px:  # tongue resting low in a wide-open mouth
-        tongue = np.clip(1 - (u / 0.55) ** 2 - ((bottom - ys) / (0.3 * gap)) ** 2, 0, 1)
-        out = out * (1 - tongue[..., None]) + tongue_colour * tongue[..., None]
-    # Upper teeth: visible to about the canines, longer in the middle (the arch in perspective),
-    # their lower edge slightly uneven; darker under the lip and towards the corners.
+    # Upper teeth hang from under the lip (no seam there), longer in the middle (the arch in
+    # perspective) with a slightly uneven edge, and fade into the cavity's shadow sideways.
     edge = 1 + 0.06 * np.sin(9.0 * u + 0.7) + 0.04 * np.sin(17.0 * u + 2.1)
-    # They hang from under the lip: they start above its edge, so no dark seam shows there.
-    teeth_len = np.minimum(0.7 * gap, 0.14 * mouth_px) * np.clip(1 - across ** 2, 0, 1) * edge
-    teeth = np.clip((top + teeth_len - ys + 0.5), 0, 1) * (ys >= top - 3) * np.clip((0.8 - across) / 0.08, 0, 1)
-    under_lip = 0.74 + 0.26 * np.clip((ys - top) / (0.45 * teeth_len + 1e-3), 0, 1)
-    towards_corners = 0.5 + 0.5 * np.clip(1 - across ** 1.5, 0, 1)
+    teeth_len = np.minimum(0.55 * gap, 0.11 * mouth_px) * np.sqrt(np.clip(1 - across ** 3, 0, 1)) * edge
+    sideways = _smoothstep((0.97 - across) / 0.4)
+    teeth = np.clip((top + teeth_len - ys) / soft + 0.5, 0, 1) * (ys >= top - 3) * sideways
+    under_lip = 0.72 + 0.28 * np.clip((ys - top) / (0.45 * teeth_len + 1e-3), 0, 1)
+    towards_corners = 0.3 + 0.7 * np.clip(1 - across ** 1.5, 0, 1)
     mottle = 1 + 0.035 * np.sin(23.0 * u + 1.3) * np.sin(5.0 * u + 0.4)
     shade = under_lip * towards_corners * mottle
     out = out * (1 - teeth[..., None]) + enamel * shade[..., None] * teeth[..., None]
     if centre_gap > 0.18 * mouth_px:  # lower incisors just showing, in the lower lip's shade
         lower_len = 0.1 * gap * np.clip(1 - (across / 0.6) ** 2, 0, 1)
-        lower_teeth = np.clip(ys - (bottom - lower_len) + 0.5, 0, 1) * (ys <= bottom + 1) * np.clip((0.6 - across) / 0.08, 0, 1)
+        lower_teeth = np.clip((ys - (bottom - lower_len)) / soft + 0.5, 0, 1) * (ys <= bottom + 1) * _smoothstep((0.6 - across) / 0.25)
         out = out * (1 - lower_teeth[..., None]) + enamel * 0.6 * towards_corners[..., None] * lower_teeth[..., None]
-    return np.clip(cv2.GaussianBlur(out, (0, 0), max(0.5, mouth_px / 300)), 0, 255)
+    out = cv2.GaussianBlur(out, (0, 0), max(0.5, mouth_px / 300))
+    if grain > 0:
+        # A fixed pattern (the same in every frame): a portrait's grain does not flicker.
+        noise = np.random.default_rng(0).standard_normal((height, width)).astype(np.float32)
+        out += (grain * noise)[..., None]
+    return np.clip(out, 0, 255)

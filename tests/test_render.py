@@ -154,17 +154,49 @@ def test_turned_head_opens_around_the_lips_middle(media, cache_dir):
 def test_a_synthesised_inside_takes_the_lips_palette():
     """Grey lips give a grey inside (a black-and-white photo stays grey); coloured lips give an
     inside in their hue, darker, with teeth brighter than the lips."""
-    from engine.renderer import synthesize_interior
+    from engine.renderer import lip_lines, synthesize_interior
 
     n = len(lm.INNER_UPPER)
     xs = np.linspace(10, 110, n)
     upper = np.stack([xs, 30 - 4 * np.sin(np.linspace(0, np.pi, n))], axis=1)
     lower = np.stack([xs[1:-1][::-1], 30 + 18 * np.sin(np.linspace(0, np.pi, n))[1:-1][::-1]], axis=1)
-    inner = np.concatenate([upper, lower]).astype(np.float32)
-    grey = synthesize_interior((70, 120), inner, 110.0, np.array([120, 120, 120], np.float32))
-    assert np.ptp(grey, axis=2).max() < 1e-3
-    warm = synthesize_interior((70, 120), inner, 110.0, np.array([110, 120, 200], np.float32))  # BGR pink-red
+    upper_line, lower_line = lip_lines(np.concatenate([upper, lower]).astype(np.float32))
+    grey = synthesize_interior((70, 120), upper_line, lower_line, 110.0, np.array([120, 120, 120], np.float32), grain=3.0)
+    assert np.ptp(grey, axis=2).max() < 1e-3  # the picture's grain too is grey
+    warm = synthesize_interior((70, 120), upper_line, lower_line, 110.0, np.array([110, 120, 200], np.float32))  # BGR
     deep = warm[45, 60]
     assert deep[2] > deep[0] and deep.mean() < 120  # the cavity: the lips' hue, darker
     teeth = warm[29:33, 50:70].reshape(-1, 3).mean(axis=0)
     assert teeth.mean() > 150 and teeth[2] >= teeth[0]  # brighter than the lips, warm not blue
+
+
+def test_a_parted_crease_leaves_no_dark_rim():
+    """A closed mouth's dark crease, split by the opening, is lifted to the lips' own colour
+    (slightly darker at the edge), keeping the lips' fine texture; lips beyond it are untouched."""
+    import cv2
+
+    from engine.renderer import lift_crease
+
+    rng = np.random.default_rng(1)
+    lips_bgr = np.array([110, 120, 200], np.float32)
+    image = np.clip(lips_bgr + rng.normal(0, 4, (120, 200, 1)), 0, 255).astype(np.float32)
+    outer = np.array([[20, 60], [60, 30], [100, 25], [140, 30], [180, 60], [140, 95], [100, 100], [60, 95]], np.float32)
+    inner = np.array([[40, 60], [70, 52], [100, 50], [130, 52], [160, 60], [130, 68], [100, 70], [70, 68]], np.float32)
+    opening = np.zeros((120, 200), np.uint8)
+    cv2.fillPoly(opening, [np.round(inner).astype(np.int32)], 255)
+    distance = cv2.distanceTransform((opening == 0).astype(np.uint8), cv2.DIST_L2, 3)
+    rim = (distance > 0) & (distance <= 4)
+    image[distance <= 4] *= 0.35  # the crease, stretched over the opening and a rim 4 px wide around it
+    image = image.astype(np.uint8)
+    region = image.copy()
+    lift_crease(region, inner, outer, mouth_px=160.0)
+    luma = np.array([0.114, 0.587, 0.299])
+    lips_luma = float(lips_bgr @ luma)
+    assert (image[rim] @ luma).mean() < 0.4 * lips_luma
+    assert (region[rim] @ luma).mean() > 0.7 * lips_luma  # no dark rim left (it was 0.35)
+    core = (distance > 1.5) & (distance <= 3)  # inside the opening's anti-aliased edge, which the inside paints
+    assert (region[core] @ luma).mean() > 0.75 * lips_luma
+    far = distance > 1.5 * 0.07 * 160 + 1  # beyond the crease's reach (CREASE_REACH of the mouth's width)
+    assert np.array_equal(region[far], image[far])
+    detail = region.astype(np.float32) - cv2.GaussianBlur(region.astype(np.float32), (0, 0), 1.0)
+    assert np.std(detail[rim]) > 1.0  # the lips' texture is kept, not painted over
