@@ -60,8 +60,20 @@ def _wait(process: subprocess.Popen, directory: str, ready, timeout: float = 30)
 class _Server:
     """A server process with its data in `self.dir`: `close` stops it and removes the data."""
 
+    def start(self) -> None:
+        raise NotImplementedError
+
     def stop(self) -> None:
         raise NotImplementedError
+
+    def _first_start(self) -> None:
+        """Start; a server that fails to start leaves no process and no data behind."""
+        self.process = None
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
 
     def close(self) -> None:
         self.stop()
@@ -85,12 +97,7 @@ class RedisServer(_Server):
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.dir = tempfile.mkdtemp(prefix="heygem-redis-")
-        self.process = None
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
+        self._first_start()
 
     def start(self) -> None:
         command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
@@ -141,12 +148,7 @@ class PostgresServer(_Server):
         self.dir = tempfile.mkdtemp(prefix="heygem-postgres-")
         if self.os_user:
             os.chown(self.dir, account.pw_uid, account.pw_gid)
-        self.process = None
-        try:
-            self.start()
-        except BaseException:
-            self.close()
-            raise
+        self._first_start()
 
     def _command(self, name: str, *args: str) -> list[str]:
         return _run_as(self.os_user) + [os.path.join(self.bin, name), *args]
