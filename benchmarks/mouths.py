@@ -8,7 +8,7 @@ synthesised) it reports the inside's chroma: per pixel max(B,G,R) - min(B,G,R) i
 lip line, mean and 95th percentile, beside the same figure for the template's lips (a grey
 picture should give 0 for both).
 
-    python benchmarks/mouths.py [--out mouth-sheets] [--audio A.wav ...] [--scales 0.5 3] [templates ...]
+    python benchmarks/mouths.py [--out mouth-sheets] [--audio A.wav [--audio B.wav]] [--scales 0.5 3] [templates ...]
 """
 from __future__ import annotations
 
@@ -106,20 +106,22 @@ def sheet(template: str, audio: str, out_dir: str, tracker: FaceTracker) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("templates", nargs="*")
-    parser.add_argument("--audio", nargs="+", default=[os.path.join(SHARED, "audio", name) for name in NARRATIONS])
+    parser.add_argument("--audio", action="append", help="a narration (repeat the flag for several; "
+                        "default: two English and one Mandarin from ../shared/media)")
     parser.add_argument("--scales", nargs="*", type=float, default=[0.5, 3.0],
                         help="also render each portrait resized by these factors (small and very large faces)")
     parser.add_argument("--out", default="mouth-sheets")
     args = parser.parse_args()
     templates = args.templates or sorted(glob.glob(os.path.join(SHARED, "image", "*"))) + \
         sorted(glob.glob(os.path.join(SHARED, "video", "*.mp4")))
+    narrations = args.audio or [os.path.join(SHARED, "audio", name) for name in NARRATIONS]
     os.makedirs(args.out, exist_ok=True)
     tracker = FaceTracker()
     with tempfile.TemporaryDirectory() as work:
         portraits = [t for t in templates if read_image(t) is not None]
         templates += [scaled_copy(t, scale, work) for t in portraits for scale in args.scales]
         for template in templates:
-            for audio in args.audio:
+            for audio in narrations:
                 sheet(template, audio, args.out, tracker)
 
 
