@@ -2,9 +2,11 @@
 
     python benchmarks/render_speed.py [--media ../shared/media] [--height 720] [--minutes 0]
 
-Builds a template of the given height from a real talking clip, then times, in one run:
-  pass-through: ffmpeg decodes the template (looped to the narration's length), encodes H.264
-                with the engine's settings and muxes the same narration as AAC;
+Builds a template of the given height from a real talking clip (or, from a portrait image, a
+portrait of that height: the engine then synthesises every opening), then times, in one run:
+  pass-through: ffmpeg decodes the template (looped to the narration's length; a portrait is
+                repeated at 25 fps), encodes H.264 with the engine's settings and muxes the same
+                narration as AAC;
   first render: a fresh template cache (face analysis included);
   second render: the template already analysed.
 Ratios use the engine's own time (a running service's view); the process wall ratios add start-up.
@@ -26,6 +28,10 @@ import imageio_ffmpeg
 import psutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from engine.media import read_image  # noqa: E402
+
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 RENDER = """
 import json, sys, engine
@@ -77,12 +83,18 @@ def main() -> int:
     args = parser.parse_args()
     work = tempfile.mkdtemp(prefix="heygem-bench-")
     width = args.height * 16 // 9
-    template = os.path.join(work, f"template_{args.height}p.mp4")
-    loop = ["-stream_loop", "-1"] if args.template_seconds else []
-    length = ["-t", str(args.template_seconds)] if args.template_seconds else []
-    ffmpeg(*loop, "-i", os.path.join(args.media, args.clip), *length, "-an",
-           "-vf", f"scale=-2:{args.height},pad={width}:{args.height}:(ow-iw)/2:0",
-           "-c:v", "libx264", "-crf", "18", "-preset", "veryfast", template)
+    source = os.path.join(args.media, args.clip)
+    frame = f"scale=-2:{args.height},pad={width}:{args.height}:(ow-iw)/2:0"
+    if read_image(source) is not None:
+        template = os.path.join(work, f"template_{args.height}p.png")
+        ffmpeg("-i", source, "-vf", frame, "-frames:v", "1", template)
+        repeat = ["-loop", "1", "-framerate", "25"]
+    else:
+        template = os.path.join(work, f"template_{args.height}p.mp4")
+        loop = ["-stream_loop", "-1"] if args.template_seconds else []
+        length = ["-t", str(args.template_seconds)] if args.template_seconds else []
+        ffmpeg(*loop, "-i", source, *length, "-an", "-vf", frame, "-c:v", "libx264", "-crf", "18", "-preset", "veryfast", template)
+        repeat = ["-stream_loop", "-1"]
     audio = os.path.join(args.media, args.audio)
     if args.minutes:
         looped = os.path.join(work, "narration.m4a")
@@ -93,7 +105,7 @@ def main() -> int:
 
     passthrough = os.path.join(work, "passthrough.mp4")
     pass_seconds, pass_rss, _ = timed([
-        FFMPEG, "-y", "-loglevel", "error", "-stream_loop", "-1", "-i", template, "-i", audio,
+        FFMPEG, "-y", "-loglevel", "error", *repeat, "-i", template, "-i", audio,
         "-map", "0:v", "-map", "1:a", "-t", f"{duration:.3f}", "-c:v", "libx264", "-preset", "veryfast",
         "-crf", "18", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", passthrough])
 

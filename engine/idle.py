@@ -66,16 +66,40 @@ def _blink(image: np.ndarray, points: np.ndarray, closure: float) -> np.ndarray:
     return out
 
 
+def _face_box(points: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The face with a margin of a quarter of its size around it (hair, ears, the sway's drift)."""
+    low, high = points.min(axis=0), points.max(axis=0)
+    margin = 0.25 * (high - low)
+    x0, y0 = np.maximum(np.floor(low - margin).astype(int), 0)
+    x1, y1 = np.minimum(np.ceil(high + margin).astype(int), size)
+    return int(x0), int(y0), int(x1), int(y1)
+
+
+def _swayed(image: np.ndarray, matrix: np.ndarray, face: tuple[int, int, int, int]) -> np.ndarray:
+    """The image moved by `matrix`: bicubic over the face, where the eye looks for detail, and
+    bilinear around it (a quarter of the cost; a whole 720p frame bicubic took longer than
+    rendering its mouth)."""
+    height, width = image.shape[:2]
+    frame = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    x0, y0, x1, y1 = face
+    if x1 > x0 and y1 > y0:
+        shifted = matrix - np.array([[0, 0, x0], [0, 0, y0]], matrix.dtype)
+        frame[y0:y1, x0:x1] = cv2.warpAffine(image, shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_CUBIC,
+                                             borderMode=cv2.BORDER_REFLECT101)
+    return frame
+
+
 def idle_frames(image: np.ndarray, points: np.ndarray, fps: float, count: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """`count` frames of the portrait with sway and blinks, each with its moved landmarks."""
     height, width = image.shape[:2]
     chin = points[152]
     pivot = chin + (chin - points[lm.NOSE_TIP]) * 0.8  # about the neck
     onsets = blink_times(count / fps)
+    face = _face_box(points, (width, height))
     for k in range(count):
         t = k / fps
         matrix = _sway(t, (width, height), pivot)
-        frame = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101)
+        frame = _swayed(image, matrix, face)
         moved = points @ matrix[:, :2].T + matrix[:, 2]
         closure = _closure(t, onsets)
         if closure > 0.02:
