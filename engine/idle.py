@@ -17,15 +17,25 @@ EYES = [
 ]
 
 
+SWAY_DEGREES = (0.7, 0.35)  # amplitudes of the two rotations about the neck
+SWAY_DRIFT = (0.004, 0.003)  # amplitudes of the drift, as shares of the frame's width and height
+
+
 def _sway(t: float, size: tuple[int, int], pivot: np.ndarray) -> np.ndarray:
-    """2x3 similarity: a rotation of under a degree about the neck plus a drift of a few pixels,
-    from incommensurate sines so that it never visibly repeats."""
+    """2x3 similarity: a rotation of about a degree at most about the neck plus a drift of a few
+    pixels, from incommensurate sines so that it never visibly repeats."""
     width, height = size
-    angle = 0.7 * np.sin(2 * np.pi * t / 5.3) + 0.35 * np.sin(2 * np.pi * t / 3.1 + 1.0)
+    angle = SWAY_DEGREES[0] * np.sin(2 * np.pi * t / 5.3) + SWAY_DEGREES[1] * np.sin(2 * np.pi * t / 3.1 + 1.0)
     matrix = cv2.getRotationMatrix2D((float(pivot[0]), float(pivot[1])), angle, 1.0)
-    matrix[0, 2] += 0.004 * width * np.sin(2 * np.pi * t / 6.7)
-    matrix[1, 2] += 0.003 * height * np.sin(2 * np.pi * t / 4.3 + 0.5)
+    matrix[0, 2] += SWAY_DRIFT[0] * width * np.sin(2 * np.pi * t / 6.7)
+    matrix[1, 2] += SWAY_DRIFT[1] * height * np.sin(2 * np.pi * t / 4.3 + 0.5)
     return matrix
+
+
+def _sway_reach(points: np.ndarray, pivot: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The farthest (x, y) any of `points` moves under the sway."""
+    turn = np.radians(sum(SWAY_DEGREES)) * float(np.linalg.norm(points - pivot, axis=1).max())
+    return turn + np.array(SWAY_DRIFT) * size
 
 
 def blink_times(duration: float, seed: int = 7) -> np.ndarray:
@@ -66,10 +76,17 @@ def _blink(image: np.ndarray, points: np.ndarray, closure: float) -> np.ndarray:
     return out
 
 
-def _face_box(points: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The face with a margin of a quarter of its size around it (hair, ears, the sway's drift)."""
+def _neck(points: np.ndarray) -> np.ndarray:
+    """The point the head sways about."""
+    chin = points[152]
+    return chin + (chin - points[lm.NOSE_TIP]) * 0.8
+
+
+def _face_box(points: np.ndarray, pivot: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """Where the face can be in any frame: its landmarks with a quarter of its size around them
+    (hair, ears) and the sway's reach."""
     low, high = points.min(axis=0), points.max(axis=0)
-    margin = 0.25 * (high - low)
+    margin = 0.25 * (high - low) + _sway_reach(points, pivot, size)
     x0, y0 = np.maximum(np.floor(low - margin).astype(int), 0)
     x1, y1 = np.minimum(np.ceil(high + margin).astype(int), size)
     return int(x0), int(y0), int(x1), int(y1)
@@ -80,22 +97,23 @@ def _swayed(image: np.ndarray, matrix: np.ndarray, face: tuple[int, int, int, in
     bilinear around it (a quarter of the cost; a whole 720p frame bicubic took longer than
     rendering its mouth)."""
     height, width = image.shape[:2]
-    frame = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
     x0, y0, x1, y1 = face
-    if x1 > x0 and y1 > y0:
-        shifted = matrix - np.array([[0, 0, x0], [0, 0, y0]], matrix.dtype)
-        frame[y0:y1, x0:x1] = cv2.warpAffine(image, shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_CUBIC,
-                                             borderMode=cv2.BORDER_REFLECT101)
+    frame = np.empty_like(image)
+    around = [(0, 0, width, y0), (0, y1, width, height), (0, y0, x0, y1), (x1, y0, width, y1)]
+    for (left, top, right, bottom), flags in [*((box, cv2.INTER_LINEAR) for box in around), (face, cv2.INTER_CUBIC)]:
+        if right > left and bottom > top:
+            shifted = matrix - np.array([[0, 0, left], [0, 0, top]], matrix.dtype)
+            frame[top:bottom, left:right] = cv2.warpAffine(image, shifted, (right - left, bottom - top), flags=flags,
+                                                           borderMode=cv2.BORDER_REFLECT101)
     return frame
 
 
 def idle_frames(image: np.ndarray, points: np.ndarray, fps: float, count: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """`count` frames of the portrait with sway and blinks, each with its moved landmarks."""
     height, width = image.shape[:2]
-    chin = points[152]
-    pivot = chin + (chin - points[lm.NOSE_TIP]) * 0.8  # about the neck
+    pivot = _neck(points)
     onsets = blink_times(count / fps)
-    face = _face_box(points, (width, height))
+    face = _face_box(points, pivot, (width, height))
     for k in range(count):
         t = k / fps
         matrix = _sway(t, (width, height), pivot)

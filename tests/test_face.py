@@ -43,21 +43,23 @@ def test_unreadable_file_is_a_clear_error(media, cache_dir):
 
 
 def test_portrait_sway_keeps_the_face_bicubic(media, cache_dir):
-    """The idle sway is resampled bicubic over the face and bilinear (cheaper) around it."""
+    """The idle sway is resampled bicubic where the face can be, and bilinear (cheaper) around it."""
     image = cv2.imread(media["portrait"])
     points = prepare_template(media["portrait"]).points[0]
     height, width = image.shape[:2]
-    matrix = cv2.getRotationMatrix2D((width / 2, float(height)), 0.6, 1.0) + np.array([[0, 0, 1.3], [0, 0, -0.7]])
-    box = idle._face_box(points, (width, height))
+    pivot = idle._neck(points)
+    box = idle._face_box(points, pivot, (width, height))
     x0, y0, x1, y1 = box
-    assert (points.min(axis=0) >= (x0, y0)).all() and (points.max(axis=0) <= (x1, y1)).all()
+    assert (x1 - x0) * (y1 - y0) < 0.5 * width * height
+    for t in np.arange(0.0, 60.0, 0.04):  # a minute of frames: the face never leaves the box
+        matrix = idle._sway(t, (width, height), pivot)
+        moved = points @ matrix[:, :2].T + matrix[:, 2]
+        assert (moved.min(axis=0) >= (x0, y0)).all() and (moved.max(axis=0) <= (x1, y1)).all()
     bicubic = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101)
+    bilinear = cv2.warpAffine(image, matrix, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
     swayed = idle._swayed(image, matrix, box)
-
-    def psnr(a: np.ndarray, b: np.ndarray) -> float:
-        return 10 * np.log10(255 ** 2 / max(float(((a.astype(np.float32) - b) ** 2).mean()), 1e-9))
-
-    # The same bicubic resampling over the face (OpenCV's fixed-point coordinates round a
-    # shifted box slightly differently), bilinear's slight softening only around it.
-    assert psnr(swayed[y0:y1, x0:x1], bicubic[y0:y1, x0:x1]) > 50
-    assert psnr(swayed, bicubic) > 38
+    # OpenCV's fixed-point coordinates round a shifted box slightly differently: near, not equal.
+    inside = np.zeros((height, width), bool)
+    inside[y0:y1, x0:x1] = True
+    assert np.abs(swayed[inside].astype(int) - bicubic[inside]).max() <= 6
+    assert np.abs(swayed[~inside].astype(int) - bilinear[~inside]).max() <= 6
