@@ -49,6 +49,9 @@ OPENING_CURVE = 0.6
 OWN_INSIDE_SHOWS = 0.06
 FENCE_MARGIN = 0.12  # face units inside the fence over which motion fades to nothing
 INNER_PAIRS = list(zip(lm.INNER_UPPER[1:-1], lm.INNER_LOWER[1:-1]))
+# Closed lips' inner lines, at least this far apart (face units): the tracker can cross them on a
+# closed mouth, which would part the lips inside out.
+CLOSED_GAP = 0.004
 CORNERS = [lm.MOUTH_RIGHT, lm.MOUTH_LEFT, 78, 308]
 
 
@@ -63,6 +66,18 @@ def _lip_points(face: np.ndarray, outer: list[int], inner: list[int]) -> np.ndar
 class MouthTarget:
     aperture: float  # inner gap / mouth width
     width: float     # mouth width / outer-eye-corner distance
+
+
+def _uncrossed(face: np.ndarray) -> np.ndarray:
+    """Face-coordinate points with the inner lip lines no closer than CLOSED_GAP: where the
+    tracker put the lower lip's inner edge above the upper's (closed lips, a faint painted
+    mouth), both meet in the middle instead."""
+    face = face.copy()
+    for top, bottom in INNER_PAIRS:
+        if face[bottom, 1] - face[top, 1] < CLOSED_GAP:
+            middle = (face[bottom, 1] + face[top, 1]) / 2
+            face[top, 1], face[bottom, 1] = middle - CLOSED_GAP / 2, middle + CLOSED_GAP / 2
+    return face
 
 
 def _fence(points: np.ndarray, axes) -> np.ndarray:
@@ -133,10 +148,10 @@ class MouthRenderer:
         self.neutral_width = float(np.median(lm.mouth_width(valid) / lm.eye_distance(valid)))
         # This person's usual lower face (face coordinates), to which each frame is partly pulled.
         sample = valid[:: max(1, len(valid) // 300)]
-        self.usual_face = np.median([lm.to_face(p, lm.face_axes(p)) for p in sample], axis=0)
+        self.usual_face = _uncrossed(np.median([lm.to_face(p, lm.face_axes(p)) for p in sample], axis=0))
         reference = valid[len(valid) // 2]
         axes = lm.face_axes(reference)
-        face = lm.to_face(reference, axes)
+        face = _uncrossed(lm.to_face(reference, axes))
         fence_poly = lm.to_face(_fence(reference, axes), axes).astype(np.float32)
         inside = [i for i in range(468)
                   if cv2.pointPolygonTest(fence_poly, tuple(map(float, face[i])), False) > 0]

@@ -151,6 +151,35 @@ def test_turned_head_opens_around_the_lips_middle(media, cache_dir):
     assert int(np.argmax(gaps)) == [upper for upper, _ in INNER_PAIRS].index(lm.INNER_TOP)
 
 
+def test_crossed_inner_lip_lines_still_open_the_right_way(media, cache_dir):
+    """The tracker can put a closed (or faintly painted) mouth's lower inner lip line above the
+    upper one. The lips must still part downwards along their whole length, not inside out."""
+    import dataclasses
+
+    from engine import prepare_template
+    from engine.renderer import INNER_PAIRS, MouthRenderer, MouthTarget
+
+    track = prepare_template(media["portrait"])
+    points = track.points[0].copy()
+    axes = lm.face_axes(points)
+    face = lm.to_face(points, axes)
+    half = float(face[lm.MOUTH_LEFT, 0] - face[lm.MOUTH_RIGHT, 0]) / 2
+    middle = (face[lm.INNER_UPPER, 1] + face[lm.INNER_LOWER, 1]) / 2
+    crossing = 0.03 * np.cos(np.clip(face[lm.INNER_UPPER, 0] / half, -1, 1) * np.pi / 2)  # most in the middle
+    face[lm.INNER_UPPER, 1] = middle + crossing / 2
+    face[lm.INNER_LOWER, 1] = middle + crossing / 2 - crossing
+    points = lm.from_face(face, axes).astype(np.float32)
+    renderer = MouthRenderer(dataclasses.replace(track, points=points[None]))
+    moved = points.copy()
+    moved[renderer.moving] = renderer.destination(points, MouthTarget(0.3, renderer.neutral_width))[0]
+    opened = lm.to_face(moved, axes)
+    gaps = np.array([opened[lower, 1] - opened[upper, 1] for upper, lower in INNER_PAIRS])
+    width = float(opened[lm.MOUTH_LEFT, 0] - opened[lm.MOUTH_RIGHT, 0])
+    assert (gaps > 0).all()
+    assert gaps.max() / width > 0.2  # about the 0.3 asked for, widest near the middle
+    assert int(np.argmax(gaps)) in range(2, len(gaps) - 2)
+
+
 def test_a_synthesised_inside_takes_the_lips_palette():
     """Grey lips give a grey inside (a black-and-white photo stays grey); coloured lips give an
     inside in their hue, darker, with teeth brighter than the lips."""
