@@ -68,7 +68,7 @@ def scaled_copy(template: str, scale: float, work: str) -> str:
     return path
 
 
-def sheet(template: str, audio: str, out_dir: str, tracker: FaceTracker) -> str:
+def sheet(template: str, audio: str, out_dir: str) -> str:
     name = f"{os.path.splitext(os.path.basename(template))[0]}__{os.path.splitext(os.path.basename(audio))[0]}"
     still = read_image(template)
     with tempfile.TemporaryDirectory() as work:
@@ -77,6 +77,9 @@ def sheet(template: str, audio: str, out_dir: str, tracker: FaceTracker) -> str:
         frames = [image for _, image in read_frames(output, 25.0)]
     sources = [still] if still is not None else [image for _, image in read_frames(template, 25.0)]
     tracked = []
+    # A tracker follows one face through one video: a new one for each (a box left from a
+    # picture of another size would be off this one).
+    tracker = FaceTracker()
     for k in range(0, len(frames), 3):
         points, _ = tracker(frames[k])
         if points is not None:
@@ -94,7 +97,10 @@ def sheet(template: str, audio: str, out_dir: str, tracker: FaceTracker) -> str:
     path = os.path.join(out_dir, f"{name}.png")
     cv2.imwrite(path, np.vstack([np.vstack([row, np.full((4, row.shape[1], 3), 255, np.uint8)]) for row in rows]))
     values = np.concatenate(chroma) if chroma else np.zeros(1)
+    tracker.close()
+    tracker = FaceTracker()
     template_points, _ = tracker(sources[0])
+    tracker.close()
     reference = lips_chroma(sources[0], template_points)
     mouth_px = float(lm.mouth_width(template_points))
     print(f"{name} ({'portrait' if still is not None else 'clip'}, mouth {mouth_px:.0f} px): sheet {path}; inside chroma mean "
@@ -116,13 +122,12 @@ def main() -> None:
         sorted(glob.glob(os.path.join(SHARED, "video", "*.mp4")))
     narrations = args.audio or [os.path.join(SHARED, "audio", name) for name in NARRATIONS]
     os.makedirs(args.out, exist_ok=True)
-    tracker = FaceTracker()
     with tempfile.TemporaryDirectory() as work:
         portraits = [t for t in templates if read_image(t) is not None]
         templates += [scaled_copy(t, scale, work) for t in portraits for scale in args.scales]
         for template in templates:
             for audio in narrations:
-                sheet(template, audio, args.out, tracker)
+                sheet(template, audio, args.out)
 
 
 if __name__ == "__main__":
