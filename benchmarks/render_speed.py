@@ -114,8 +114,8 @@ def main() -> int:
     passthrough = os.path.join(work, "passthrough.mp4")
     pass_seconds, pass_rss, _ = timed([
         FFMPEG, "-y", "-loglevel", "error", "-stream_loop", "-1", "-i", replayed, "-i", audio,
-        "-map", "0:v", "-map", "1:a", "-t", f"{duration:.3f}", "-c:v", "libx264", "-preset", "veryfast",
-        "-crf", "18", "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "128k", "-movflags", "+faststart", passthrough])
+        "-map", "0:v", "-map", "1:a", "-t", f"{duration:.3f}", *encode, "-c:a", "aac", "-b:a", "128k",
+        "-movflags", "+faststart", passthrough])
 
     env = dict(os.environ, HEYGEM_CACHE_DIR=os.path.join(work, "cache"), PYTHONPATH=ROOT)
     runs = {}
